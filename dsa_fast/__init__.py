@@ -1,0 +1,30 @@
+"""dsa_fast: fast Differentiable Siamese Augmentation (DSA) for dataset condensation.
+
+Drop-in for the official code::
+
+    from dsa_fast import DiffAugment, ParamDiffAug
+    y = DiffAugment(x, 'color_crop_cutout_flip_scale_rotate', seed=7, param=ParamDiffAug())
+
+Sampling apart from application::
+
+    omega = dsa_fast.sample_params('crop_flip', x, seed=7)
+    y_real, y_syn = dsa_fast.apply(x_real, omega), dsa_fast.apply(x_syn, omega)
+"""
+from ._ops import has_ops
+from .augment import DiffAugment, apply
+from .params import OPS, TOKENS, Omega, ParamDiffAug, Step, sample_params
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DiffAugment",
+    "ParamDiffAug",
+    "Omega",
+    "Step",
+    "sample_params",
+    "apply",
+    "has_ops",
+    "OPS",
+    "TOKENS",
+    "__version__",
+]

@@ -1,0 +1,64 @@
+"""Backend choice (fused kernels or the reference) and the drop-in ``DiffAugment``."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import _ops, reference
+from ._ops import _memory_format
+from .params import NO_AUGMENT, Omega, ParamDiffAug, _check_input, check_omega, sample_params
+
+BACKENDS = ("auto", "fused", "reference")
+
+
+def _use_fused(backend: str, x: Tensor, omega: Omega) -> bool:
+    if backend not in BACKENDS:
+        raise ValueError(f"dsa_fast: unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "reference":
+        return False
+    supported = _ops.supports(x)
+    if backend == "fused" and not supported:
+        raise RuntimeError(
+            f"dsa_fast: backend='fused' is not available for a {x.device.type} tensor "
+            f"({_ops.why_unavailable(x)}); use backend='auto' or 'reference'"
+        )
+    return supported
+
+
+def apply(x: Tensor, omega: Omega, backend: str = "auto") -> Tensor:
+    """Apply a sampled transform ω to x. ω of batch 1 broadcasts over any N.
+
+    The output is a new tensor in x's dtype and memory format (channels_last stays channels_last).
+    """
+    _check_input(x, "apply")
+    check_omega(x, omega)
+    if not omega.steps:
+        return x
+    if _use_fused(backend, x, omega):
+        y = _ops.apply(x, omega)
+    else:
+        y = reference.apply(x, omega)
+    return y.contiguous(memory_format=_memory_format(x))
+
+
+def DiffAugment(
+    x: Tensor,
+    strategy: str = "",
+    seed: int = -1,
+    param: Optional[ParamDiffAug] = None,
+    *,
+    backend: str = "auto",
+) -> Tensor:
+    """Drop-in replacement for the official ``DiffAugment``.
+
+    ``seed != -1`` makes the call Siamese: every call with the same seed applies the same transform,
+    whatever the batch size. With ``param.rng == 'compat'`` (default) the random numbers come from
+    the same generators in the same order as the official code, so the outputs and input gradients
+    match it for the same generator state. ``strategy`` in ('', 'none', 'None') returns x itself.
+    """
+    if strategy in NO_AUGMENT:
+        return x
+    omega = sample_params(strategy, x, seed=seed, param=param)
+    return apply(x, omega, backend=backend)

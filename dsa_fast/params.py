@@ -1,0 +1,337 @@
+"""Settings (``ParamDiffAug``) kept apart from draws (``Omega``), and the samplers.
+
+``ParamDiffAug`` holds the static settings of the official implementation (same fields, same
+defaults) plus ``align_corners`` and ``rng``. ``Omega`` is one sampled transform: an ordered tuple
+of steps, each an op name and a dict of parameter tensors of shape ``(B,)``, where ``B`` is 1 for a
+Siamese (seeded) draw and broadcasts over any batch, or ``N`` for per-sample draws.
+
+Parameters per op (all of shape ``(B,)``):
+
+=============  ==========================  =========  ===================================================
+op             key(s)                      dtype      meaning
+=============  ==========================  =========  ===================================================
+brightness     shift                       x.dtype    ``y = x + shift``
+saturation     factor                      x.dtype    ``y = (x - mean_c(x)) * factor + mean_c(x)``
+contrast       factor                      x.dtype    ``y = (x - mean_chw(x)) * factor + mean_chw(x)``
+crop           shift_h, shift_w            int64      ``y[i, j] = x[i + shift_h, j + shift_w]``, 0 outside
+cutout         top, left, height, width    int64      zero rows ``[top, top+height)`` x cols ``[left, left+width)``
+flip           flip                        bool       mirror along W where true
+scale          scale_w, scale_h            float32    affine ``[[scale_w, 0, 0], [0, scale_h, 0]]``
+rotate         angle                       float32    affine ``[[cos, -sin, 0], [sin, cos, 0]]``, radians
+=============  ==========================  =========  ===================================================
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+# Strategy tokens and the ops each expands to, in order (spec §2).
+TOKENS: Dict[str, Tuple[str, ...]] = {
+    "color": ("brightness", "saturation", "contrast"),
+    "crop": ("crop",),
+    "cutout": ("cutout",),
+    "flip": ("flip",),
+    "scale": ("scale",),
+    "rotate": ("rotate",),
+}
+OPS: Tuple[str, ...] = ("brightness", "saturation", "contrast", "crop", "cutout", "flip", "scale", "rotate")
+PARAM_KEYS: Dict[str, Tuple[str, ...]] = {
+    "brightness": ("shift",),
+    "saturation": ("factor",),
+    "contrast": ("factor",),
+    "crop": ("shift_h", "shift_w"),
+    "cutout": ("top", "left", "height", "width"),
+    "flip": ("flip",),
+    "scale": ("scale_w", "scale_h"),
+    "rotate": ("angle",),
+}
+NO_AUGMENT = ("", "none", "None")
+AUG_MODES = ("S", "M")
+RNG_MODES = ("compat", "device")
+
+
+@dataclass
+class ParamDiffAug:
+    """Settings of Differentiable Siamese Augmentation (the official fields and defaults).
+
+    ``align_corners`` is False as the official code behaves on current PyTorch (True gives MTT's
+    copy). ``rng='compat'`` draws exactly as the official code (global generators, reseeded per
+    draw when seeded); ``rng='device'`` draws from a counter-based generator on the input's
+    device keyed by (seed, draw index), with no host-device synchronisation.
+
+    ``latestseed`` and ``Siamese`` are the official run-time state, overwritten by every call.
+    """
+
+    aug_mode: str = "S"
+    prob_flip: float = 0.5
+    ratio_scale: float = 1.2
+    ratio_rotate: float = 15.0
+    ratio_crop_pad: float = 0.125
+    ratio_cutout: float = 0.5
+    brightness: float = 1.0
+    saturation: float = 2.0
+    contrast: float = 0.5
+    align_corners: bool = False
+    rng: str = "compat"
+    latestseed: int = field(default=-1, repr=False, compare=False)
+    Siamese: bool = field(default=False, repr=False, compare=False)
+
+    @property
+    def batchmode(self) -> bool:  # the name older copies of the reference use for ``Siamese``
+        return self.Siamese
+
+    def validate(self) -> None:
+        if self.aug_mode not in AUG_MODES:
+            raise ValueError(f"dsa_fast: unknown aug_mode {self.aug_mode!r}; expected one of {AUG_MODES}")
+        if self.rng not in RNG_MODES:
+            raise ValueError(f"dsa_fast: unknown rng {self.rng!r}; expected one of {RNG_MODES}")
+        if not self.ratio_scale > 0:
+            raise ValueError(f"dsa_fast: ratio_scale must be > 0, got {self.ratio_scale}")
+
+
+def parse_strategy(strategy: str) -> Tuple[str, ...]:
+    """Split a strategy string into tokens, rejecting unknown ones with the list of valid ones."""
+    if not isinstance(strategy, str):
+        raise TypeError(f"dsa_fast: strategy must be a str, got {type(strategy).__name__}")
+    tokens = tuple(strategy.split("_"))
+    for tok in tokens:
+        if tok not in TOKENS:
+            raise ValueError(
+                f"dsa_fast: unknown augmentation {tok!r} in strategy {strategy!r}; "
+                f"valid tokens are {', '.join(TOKENS)} joined by '_' (or 'none')"
+            )
+    return tokens
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op of a sampled transform: its name and its parameter tensors, each of shape (B,)."""
+
+    op: str
+    params: Dict[str, Tensor]
+
+    def to(self, device) -> "Step":
+        return Step(self.op, {k: v.to(device) for k, v in self.params.items()})
+
+    def __repr__(self) -> str:
+        vals = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())
+        return f"{self.op}({vals})"
+
+
+def _short(t: Tensor) -> str:
+    body = t.tolist() if t.numel() <= 6 else f"<{tuple(t.shape)} {t.dtype}>"
+    return str(body)
+
+
+@dataclass(frozen=True)
+class Omega:
+    """A sampled transform ω: the ordered steps and the resampling convention.
+
+    Apply it with ``dsa_fast.apply(x, omega)``; the same ω applied to the real and the synthetic
+    batch gives the same transform (a leading dimension of 1 broadcasts over any batch size).
+    """
+
+    steps: Tuple[Step, ...]
+    align_corners: bool = False
+
+    @property
+    def batch_size(self) -> Optional[int]:
+        """1 (Siamese, broadcasts) or N (per-sample); None when there are no steps."""
+        for step in self.steps:
+            for v in step.params.values():
+                return v.shape[0]
+        return None
+
+    @property
+    def device(self) -> Optional[torch.device]:
+        for step in self.steps:
+            for v in step.params.values():
+                return v.device
+        return None
+
+    def to(self, device) -> "Omega":
+        return Omega(tuple(s.to(device) for s in self.steps), self.align_corners)
+
+    def state_dict(self) -> dict:
+        """Plain dict of str/bool/tensors: loads with ``torch.load(..., weights_only=True)``."""
+        return {
+            "align_corners": self.align_corners,
+            "ops": [s.op for s in self.steps],
+            "params": [dict(s.params) for s in self.steps],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "Omega":
+        steps = []
+        for op, params in zip(state["ops"], state["params"]):
+            if op not in PARAM_KEYS or set(params) != set(PARAM_KEYS[op]):
+                raise ValueError(f"dsa_fast: not an Omega state: op {op!r} with keys {sorted(params)}")
+            steps.append(Step(op, dict(params)))
+        return cls(tuple(steps), bool(state["align_corners"]))
+
+    def save(self, path) -> None:
+        torch.save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path, map_location=None) -> "Omega":
+        return cls.from_state_dict(torch.load(path, map_location=map_location, weights_only=True))
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(s) for s in self.steps)
+        return f"Omega(align_corners={self.align_corners}, steps=[\n  {inner}\n])"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling. Both samplers return the op parameters in the table above; they differ only in where
+# the uniform numbers come from.
+# ---------------------------------------------------------------------------------------------
+
+
+def crop_max_shift(size: int, ratio: float) -> int:
+    """Largest integer translation for an axis of ``size`` pixels (spec §3: int(size*ratio + 0.5))."""
+    return int(size * ratio + 0.5)
+
+
+def cutout_box(size: int, ratio: float) -> int:
+    return int(size * ratio + 0.5)
+
+
+class _CompatDraws:
+    """Draws exactly as the official code (spec §2): the global generators, and when seeded,
+    ``torch.random.manual_seed(latestseed); latestseed += 1`` before each draw."""
+
+    def __init__(self, seed: int):
+        self.siamese = seed != -1
+        self.next_seed = seed
+
+    def _reseed(self) -> None:
+        if self.siamese:
+            torch.random.manual_seed(self.next_seed)
+            self.next_seed += 1
+
+    def rand(self, *size, **kw) -> Tensor:
+        self._reseed()
+        return torch.rand(*size, **kw)
+
+    def randint(self, low: int, high: int, size, **kw) -> Tensor:
+        self._reseed()
+        return torch.randint(low, high, size=size, **kw)
+
+
+def _sample_step_compat(op: str, x: Tensor, draws: _CompatDraws, p: ParamDiffAug) -> Step:
+    n, _, h, w = x.shape
+    # NB: a Siamese draw keeps element 0 only; element 0 of a fresh stream does not depend on the
+    # number drawn, so real and synthetic batches get the same ω. The official code crashes for a
+    # Siamese batch of 0; we draw one element there.
+    n_draw = max(n, 1) if draws.siamese else n
+    dev = x.device
+    if op == "scale":
+        r = p.ratio_scale
+        sw = draws.rand(n_draw) * (r - 1.0 / r) + 1.0 / r
+        sh = draws.rand(n_draw) * (r - 1.0 / r) + 1.0 / r
+        params = {"scale_w": sw.float(), "scale_h": sh.float()}
+    elif op == "rotate":
+        u = draws.rand(n_draw)
+        params = {"angle": ((u - 0.5) * 2 * p.ratio_rotate / 180 * float(math.pi)).float()}
+    elif op == "flip":
+        v = draws.rand(n_draw, 1, 1, 1, device=dev)
+        params = {"flip": (v < p.prob_flip).view(-1)}
+    elif op == "brightness":
+        b = draws.rand(n_draw, 1, 1, 1, dtype=x.dtype, device=dev)
+        params = {"shift": ((b - 0.5) * p.brightness).view(-1)}
+    elif op == "saturation":
+        r = draws.rand(n_draw, 1, 1, 1, dtype=x.dtype, device=dev)
+        params = {"factor": (r * p.saturation).view(-1)}
+    elif op == "contrast":
+        q = draws.rand(n_draw, 1, 1, 1, dtype=x.dtype, device=dev)
+        params = {"factor": (q + p.contrast).view(-1)}
+    elif op == "crop":
+        sh_max, sw_max = crop_max_shift(h, p.ratio_crop_pad), crop_max_shift(w, p.ratio_crop_pad)
+        th = draws.randint(-sh_max, sh_max + 1, size=[n_draw, 1, 1], device=dev)
+        tw = draws.randint(-sw_max, sw_max + 1, size=[n_draw, 1, 1], device=dev)
+        params = {"shift_h": th.view(-1), "shift_w": tw.view(-1)}
+    elif op == "cutout":
+        bh, bw = cutout_box(h, p.ratio_cutout), cutout_box(w, p.ratio_cutout)
+        oh = draws.randint(0, h + (1 - bh % 2), size=[n_draw, 1, 1], device=dev).view(-1)
+        ow = draws.randint(0, w + (1 - bw % 2), size=[n_draw, 1, 1], device=dev).view(-1)
+        params = {
+            "top": oh - bh // 2,
+            "left": ow - bw // 2,
+            "height": torch.full_like(oh, bh),
+            "width": torch.full_like(ow, bw),
+        }
+    else:  # pragma: no cover - parse_strategy guards this
+        raise AssertionError(op)
+    if draws.siamese:
+        params = {k: v[:1] for k, v in params.items()}
+    return Step(op, {k: v.to(dev, non_blocking=True) for k, v in params.items()})
+
+
+def sample_params(strategy: str, x: Tensor, seed: int = -1, param: Optional[ParamDiffAug] = None) -> Omega:
+    """Draw ω for ``strategy`` on a batch like ``x`` (only its shape, dtype and device are read).
+
+    ``seed != -1`` makes the draw Siamese (one transform, leading dimension 1); ``seed == -1`` gives
+    per-sample transforms. With ``param.rng == 'compat'`` the random numbers come from the same
+    generators, in the same order, shapes and dtypes as the official ``DiffAugment``; the
+    official run-time state (``param.latestseed``, ``param.Siamese``) is updated likewise.
+    """
+    param = ParamDiffAug() if param is None else param
+    param.validate()
+    _check_input(x, "sample_params")
+    seed = int(seed)
+    tokens = parse_strategy(strategy)
+    param.Siamese = seed != -1
+    if param.rng == "device":
+        from .device_rng import sample_device
+
+        return sample_device(tokens, x, seed, param)
+    draws = _CompatDraws(seed)
+    if param.aug_mode == "S":
+        pick = draws.randint(0, len(tokens), size=(1,)).item()  # CPU generator: no device sync
+        tokens = (tokens[pick],)
+    steps = tuple(_sample_step_compat(op, x, draws, param) for tok in tokens for op in TOKENS[tok])
+    param.latestseed = draws.next_seed
+    return Omega(steps, bool(param.align_corners))
+
+
+def _check_input(x, where: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"dsa_fast.{where}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"dsa_fast.{where}: expected x of shape [N, C, H, W], got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"dsa_fast.{where}: expected a floating-point x, got {x.dtype}")
+
+
+def check_omega(x: Tensor, omega: Omega, where: str = "apply") -> None:
+    """Every parameter is 1-D of length 1 or N, on x's device, with the op's keys."""
+    if not isinstance(omega, Omega):
+        raise TypeError(f"dsa_fast.{where}: expected an Omega, got {type(omega).__name__}")
+    n = x.shape[0]
+    for step in omega.steps:
+        if step.op not in PARAM_KEYS:
+            raise ValueError(f"dsa_fast.{where}: unknown op {step.op!r} in omega")
+        if set(step.params) != set(PARAM_KEYS[step.op]):
+            raise ValueError(
+                f"dsa_fast.{where}: {step.op} expects parameters {PARAM_KEYS[step.op]}, got {tuple(step.params)}"
+            )
+        for k, v in step.params.items():
+            if v.dim() != 1 or v.shape[0] not in (1, n):
+                raise ValueError(
+                    f"dsa_fast.{where}: omega {step.op}.{k} has shape {tuple(v.shape)}; "
+                    f"expected ({n},) or (1,) for a batch of {n}"
+                )
+            if v.device != x.device:
+                raise ValueError(
+                    f"dsa_fast.{where}: omega {step.op}.{k} is on {v.device} but x is on {x.device}; "
+                    f"use omega.to(x.device)"
+                )
+
+
+def iter_ops(tokens: Iterable[str]) -> Iterable[str]:
+    for tok in tokens:
+        yield from TOKENS[tok]
