@@ -1,0 +1,21 @@
+// The one registration file: the empty Python module `dsa_fast._C` (importing it loads the
+// library and runs the registrations) and every op schema. Kernels register per device in
+// cpu/*.cpp and cuda/*.cu; fake kernels and autograd are registered from Python
+// (dsa_fast/_ops.py).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(dsa_fast, m) {
+  // y = fused DSA transform of x for the ops in `flags` (omega.h), applied in canonical order with
+  // the packed per-sample parameters `omega` ([B, 14] float64, B = 1 or N).
+  m.def("augment(Tensor x, Tensor omega, int flags, bool align_corners) -> Tensor");
+  // grad_x = the transposed linear map of `augment` applied to grad (independent of x).
+  m.def("augment_backward(Tensor grad, Tensor omega, int flags, bool align_corners) -> Tensor");
+}

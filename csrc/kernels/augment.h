@@ -1,0 +1,195 @@
+// The fused DSA program for ONE image, forward and backward, written once for the CPU and CUDA.
+//
+// An Exec runs the loops: `for (k = ex.begin(); k < n; k += ex.stride())` splits pixels among its
+// workers, `ex.sync()` is a barrier, `ex.sum(v, scratch)` sums a value over workers in a fixed
+// order (deterministic) and hands the total to every worker. The CPU executor is one thread per
+// image; the CUDA executor is one thread block per image.
+//
+// Forward, for the ops present in `flags` (always in the order of omega.h):
+//   w = flip(cutout(crop(contrast(saturation(brightness(x))))))   pointwise, per pixel
+//   z = resample(w, theta_scale);  y = resample(z, theta_rotate)    two bilinear passes
+// The per-image contrast mean is taken first: mean(saturation(brightness(x))) = mean(x) + shift,
+// because saturation keeps each pixel's channel mean. Intermediates live in a workspace of two
+// [C, H, W] planes of acc_t (shared memory on CUDA).
+//
+// Backward is the transposed linear map (every op is linear in x for fixed ω, brightness affine):
+// the transposed resamplings (gathers, see bilinear.h), the transposed crop/cutout/flip, then
+//   dx_c = f k g_c + (1 - f) k mean_c(g) + (1 - k) mean(g)
+// with f the saturation factor, k the contrast factor (1 where the op is absent) and g the
+// gradient that reaches the colour output.
+#pragma once
+
+#include "../common/macros.h"
+#include "bilinear.h"
+#include "omega.h"
+
+namespace dsa_fast {
+
+template <typename acc_t>
+struct ImageGeometry {
+  int C, H, W;
+  int64_t flags;
+  bool align_corners;
+
+  DSA_HOST_DEVICE bool has(int64_t op) const { return (flags & op) != 0; }
+  DSA_HOST_DEVICE int hw() const { return H * W; }
+  DSA_HOST_DEVICE Affine<acc_t> scale(const Omega<acc_t>& o) const {
+    return Affine<acc_t>{o.scale_w, acc_t(0), acc_t(0), o.scale_h, H, W, align_corners};
+  }
+  DSA_HOST_DEVICE Affine<acc_t> rotate(const Omega<acc_t>& o) const {
+    return Affine<acc_t>{o.cos, -o.sin, o.sin, o.cos, H, W, align_corners};
+  }
+  DSA_HOST_DEVICE bool in_cutout(const Omega<acc_t>& o, int p, int q) const {
+    return has(kCutout) && p >= o.cut_top && p < o.cut_top + o.cut_h && q >= o.cut_left && q < o.cut_left + o.cut_w;
+  }
+};
+
+// Pointwise part of the forward at pixel (p, q) of w, every channel. mu: the contrast mean.
+template <typename acc_t, typename Src, typename Dst>
+DSA_HOST_DEVICE DSA_INLINE void pointwise_pixel(const Src& x, const Dst& dst, const ImageGeometry<acc_t>& g,
+                                                const Omega<acc_t>& o, acc_t mu, int p, int q) {
+  const int q1 = g.has(kFlip) && o.flip ? g.W - 1 - q : q;  // w[p, q] = cutout(crop(...))[p, q1]
+  const bool cut = g.in_cutout(o, p, q1);
+  const int a = g.has(kCrop) ? p + o.crop_h : p;
+  const int b = g.has(kCrop) ? q1 + o.crop_w : q1;
+  if (a < 0 || a >= g.H || b < 0 || b >= g.W) {  // crop's zero fill
+    for (int c = 0; c < g.C; ++c) dst.set(c, p, q, acc_t(0));
+    return;
+  }
+  const acc_t shift = g.has(kBrightness) ? o.shift : acc_t(0);
+  acc_t m = 0;
+  if (g.has(kSaturation)) {
+    for (int c = 0; c < g.C; ++c) m += x.get(c, a, b) + shift;
+    m /= acc_t(g.C);
+  }
+  for (int c = 0; c < g.C; ++c) {
+    acc_t v = x.get(c, a, b) + shift;
+    if (g.has(kSaturation)) v = (v - m) * o.sat + m;
+    if (g.has(kContrast)) v = (v - mu) * o.con + mu;
+    // NB: cutout multiplies by 0 as the reference does, so NaN/Inf inside the box stay NaN.
+    if (cut) v = v * acc_t(0);
+    dst.set(c, p, q, v);
+  }
+}
+
+// Transposed crop/cutout/flip at pixel (a, b) of the colour output: gathers the gradient of w.
+template <typename acc_t, typename Grad, typename Dst>
+DSA_HOST_DEVICE DSA_INLINE void pointwise_transpose_pixel(const Grad& gw, const Dst& dst, const ImageGeometry<acc_t>& g,
+                                                          const Omega<acc_t>& o, int a, int b) {
+  const int p = g.has(kCrop) ? a - o.crop_h : a;
+  const int q1 = g.has(kCrop) ? b - o.crop_w : b;
+  if (p < 0 || p >= g.H || q1 < 0 || q1 >= g.W) {
+    for (int c = 0; c < g.C; ++c) dst.set(c, a, b, acc_t(0));
+    return;
+  }
+  const bool cut = g.in_cutout(o, p, q1);
+  const int q = g.has(kFlip) && o.flip ? g.W - 1 - q1 : q1;
+  for (int c = 0; c < g.C; ++c) {
+    acc_t v = gw.get(c, p, q);
+    if (cut) v = v * acc_t(0);
+    dst.set(c, a, b, v);
+  }
+}
+
+// Workspace planes: [C, H, W] contiguous acc_t.
+template <typename acc_t>
+DSA_HOST_DEVICE DSA_INLINE View<acc_t, acc_t> plane(acc_t* ws, const ImageGeometry<acc_t>& g) {
+  return View<acc_t, acc_t>{ws, static_cast<int64_t>(g.hw()), static_cast<int64_t>(g.W), 1};
+}
+
+template <typename Exec, typename acc_t, typename Src, typename Dst>
+DSA_HOST_DEVICE void resample_image(Exec& ex, const Src& src, const Dst& dst, const Affine<acc_t>& A,
+                                    const ImageGeometry<acc_t>& g) {
+  for (int k = ex.begin(); k < g.hw(); k += ex.stride()) resample_pixel(src, dst, A, g.C, k / g.W, k % g.W);
+}
+
+template <typename Exec, typename acc_t, typename Grad, typename Dst>
+DSA_HOST_DEVICE void resample_transpose_image(Exec& ex, const Grad& grad, const Dst& dst, const Affine<acc_t>& A,
+                                              const ImageGeometry<acc_t>& g) {
+  const AffineInverse<acc_t> inv = AffineInverse<acc_t>::of(A);
+  for (int k = ex.begin(); k < g.hw(); k += ex.stride())
+    resample_transpose_pixel(grad, dst, A, inv, g.C, k / g.W, k % g.W);
+}
+
+// y = fused forward of x. ws: 2 C H W acc_t; scratch: the Exec's reduction scratch.
+template <typename Exec, typename acc_t, typename Src, typename Dst>
+DSA_HOST_DEVICE void augment_image(Exec& ex, const Src& x, const Dst& y, const ImageGeometry<acc_t>& g,
+                                   const Omega<acc_t>& o, acc_t* ws, acc_t* scratch) {
+  acc_t mu = 0;
+  if (g.has(kContrast)) {
+    acc_t part = 0;
+    const int n = g.C * g.hw();
+    for (int k = ex.begin(); k < n; k += ex.stride()) part += x.get(k / g.hw(), (k % g.hw()) / g.W, k % g.W);
+    mu = ex.sum(part, scratch) / acc_t(n) + (g.has(kBrightness) ? o.shift : acc_t(0));
+  }
+  const bool scale = g.has(kScale), rotate = g.has(kRotate);
+  if (!scale && !rotate) {
+    for (int k = ex.begin(); k < g.hw(); k += ex.stride()) pointwise_pixel(x, y, g, o, mu, k / g.W, k % g.W);
+    return;
+  }
+  const View<acc_t, acc_t> w = plane(ws, g), z = plane(ws + g.C * g.hw(), g);
+  for (int k = ex.begin(); k < g.hw(); k += ex.stride()) pointwise_pixel(x, w, g, o, mu, k / g.W, k % g.W);
+  ex.sync();
+  if (scale && rotate) {
+    resample_image(ex, w, z, g.scale(o), g);
+    ex.sync();
+    resample_image(ex, z, y, g.rotate(o), g);
+  } else {
+    resample_image(ex, w, y, scale ? g.scale(o) : g.rotate(o), g);
+  }
+}
+
+// Colour backward from the gradient gw of w, through the transposed pointwise ops. col: a free
+// workspace plane.
+template <typename Exec, typename acc_t, typename Grad, typename Dst>
+DSA_HOST_DEVICE void color_backward_image(Exec& ex, const Grad& gw, const View<acc_t, acc_t>& col, const Dst& dx,
+                                          const ImageGeometry<acc_t>& g, const Omega<acc_t>& o, acc_t* scratch) {
+  acc_t part = 0;
+  for (int k = ex.begin(); k < g.hw(); k += ex.stride()) {
+    const int a = k / g.W, b = k % g.W;
+    pointwise_transpose_pixel(gw, col, g, o, a, b);
+    for (int c = 0; c < g.C; ++c) part += col.get(c, a, b);
+  }
+  const acc_t f = g.has(kSaturation) ? o.sat : acc_t(1);
+  const acc_t kc = g.has(kContrast) ? o.con : acc_t(1);
+  acc_t G = 0;
+  if (g.has(kContrast)) G = ex.sum(part, scratch) / acc_t(g.C * g.hw());
+  // Each worker reads back only the pixels it wrote above: no barrier needed.
+  for (int k = ex.begin(); k < g.hw(); k += ex.stride()) {
+    const int a = k / g.W, b = k % g.W;
+    acc_t mc = 0;
+    if (g.has(kSaturation)) {
+      for (int c = 0; c < g.C; ++c) mc += col.get(c, a, b);
+      mc /= acc_t(g.C);
+    }
+    for (int c = 0; c < g.C; ++c) {
+      acc_t v = col.get(c, a, b) * (f * kc);
+      if (g.has(kSaturation)) v += (acc_t(1) - f) * kc * mc;
+      if (g.has(kContrast)) v += (acc_t(1) - kc) * G;
+      dx.set(c, a, b, v);
+    }
+  }
+}
+
+// dx = transposed fused map applied to dy. ws: 2 C H W acc_t.
+template <typename Exec, typename acc_t, typename Grad, typename Dst>
+DSA_HOST_DEVICE void augment_backward_image(Exec& ex, const Grad& dy, const Dst& dx, const ImageGeometry<acc_t>& g,
+                                            const Omega<acc_t>& o, acc_t* ws, acc_t* scratch) {
+  const View<acc_t, acc_t> p0 = plane(ws, g), p1 = plane(ws + g.C * g.hw(), g);
+  const bool scale = g.has(kScale), rotate = g.has(kRotate);
+  if (scale && rotate) {
+    resample_transpose_image(ex, dy, p0, g.rotate(o), g);
+    ex.sync();
+    resample_transpose_image(ex, p0, p1, g.scale(o), g);
+    ex.sync();
+    color_backward_image(ex, p1, p0, dx, g, o, scratch);
+  } else if (scale || rotate) {
+    resample_transpose_image(ex, dy, p0, scale ? g.scale(o) : g.rotate(o), g);
+    ex.sync();
+    color_backward_image(ex, p0, p1, dx, g, o, scratch);
+  } else {
+    color_backward_image(ex, dy, p0, dx, g, o, scratch);
+  }
+}
+
+}  // namespace dsa_fast

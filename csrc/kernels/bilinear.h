@@ -1,0 +1,204 @@
+// Bilinear resampling with zero fill at an affine grid: the only copy of this math, used by the
+// CPU and the CUDA kernels, forward (gather) and backward (the transposed map, also a gather, so
+// that it is deterministic without atomics).
+//
+// Conventions are torch's affine_grid + grid_sample (mode='bilinear', padding_mode='zeros'):
+// output pixel (i, j) (row, column) has normalised base coordinates (xn(j), yn(i)); theta maps
+// them to (gx, gy) = (t00 xn + t01 yn, t10 xn + t11 yn) (DSA's thetas have no translation), and
+// grid_sample unnormalises those to a source location (X, Y) in pixels, X along the width.
+//   align_corners=false: xn(j) = (2j + 1) / W - 1,   X = ((gx + 1) W - 1) / 2
+//   align_corners=true:  xn(j) = 2j / (W - 1) - 1,   X = (gx + 1) (W - 1) / 2
+// (xn = 0 when W == 1, as affine_grid has it).
+#pragma once
+
+#include <cmath>
+
+#include "../common/macros.h"
+
+namespace dsa_fast {
+
+// One [C, H, W] image with element strides; T may be const. get/set convert to/from acc_t.
+template <typename T, typename acc_t>
+struct View {
+  T* data;
+  int64_t sc, sh, sw;
+  DSA_HOST_DEVICE DSA_INLINE acc_t get(int c, int i, int j) const {
+    return static_cast<acc_t>(data[c * sc + i * sh + j * sw]);
+  }
+  DSA_HOST_DEVICE DSA_INLINE void set(int c, int i, int j, acc_t v) const {
+    data[c * sc + i * sh + j * sw] = static_cast<T>(v);
+  }
+};
+
+// The four taps of a bilinear sample at (X, Y): columns x0, x0 + 1 with weights wx0, wx1, rows
+// y0, y0 + 1 with weights wy0, wy1. A tap's weight is wx * wy, as grid_sample forms it.
+template <typename acc_t>
+struct Taps {
+  int x0, y0;
+  acc_t wx0, wx1, wy0, wy1;
+
+  DSA_HOST_DEVICE DSA_INLINE static Taps at(acc_t X, acc_t Y) {
+    Taps t;
+    const acc_t fx = ::floor(X), fy = ::floor(Y);
+    t.x0 = static_cast<int>(fx);
+    t.y0 = static_cast<int>(fy);
+    t.wx1 = X - fx;
+    t.wx0 = acc_t(1) - t.wx1;
+    t.wy1 = Y - fy;
+    t.wy0 = acc_t(1) - t.wy1;
+    return t;
+  }
+};
+
+template <typename acc_t>
+struct Affine {
+  acc_t t00, t01, t10, t11;
+  int H, W;
+  bool align_corners;
+
+  // NB: base and unnormalise follow torch's own arithmetic (linspace from both ends, then
+  // * (size - 1) / size; (g + 1) * size / 2 - 0.5) so positions agree to the last bit or so.
+  DSA_HOST_DEVICE DSA_INLINE acc_t base(int k, int size) const {
+    if (size <= 1) return acc_t(0);
+    const acc_t step = acc_t(2) / acc_t(size - 1);
+    const acc_t lin = k < size / 2 ? acc_t(-1) + step * acc_t(k) : acc_t(1) - step * acc_t(size - k - 1);
+    return align_corners ? lin : lin * acc_t(size - 1) / acc_t(size);
+  }
+  DSA_HOST_DEVICE DSA_INLINE acc_t unnormalise(acc_t g, int size) const {
+    return align_corners ? (g + acc_t(1)) * (acc_t(size - 1) / acc_t(2))
+                         : (g + acc_t(1)) * (acc_t(size) / acc_t(2)) - acc_t(0.5);
+  }
+  // Source location sampled by output pixel (i, j).
+  DSA_HOST_DEVICE DSA_INLINE Taps<acc_t> taps(int i, int j) const {
+    const acc_t xn = base(j, W), yn = base(i, H);
+    return Taps<acc_t>::at(unnormalise(t00 * xn + t01 * yn, W), unnormalise(t10 * xn + t11 * yn, H));
+  }
+};
+
+// Resample every channel of src at output pixel (i, j) and store into dst.
+template <typename acc_t, typename Src, typename Dst>
+DSA_HOST_DEVICE DSA_INLINE void resample_pixel(const Src& src, const Dst& dst, const Affine<acc_t>& A,
+                                               int C, int i, int j) {
+  const Taps<acc_t> p = A.taps(i, j);
+  const int H = A.H, W = A.W;
+  const bool x0in = p.x0 >= 0 && p.x0 < W, x1in = p.x0 + 1 >= 0 && p.x0 + 1 < W;
+  const bool y0in = p.y0 >= 0 && p.y0 < H, y1in = p.y0 + 1 >= 0 && p.y0 + 1 < H;
+  for (int c = 0; c < C; ++c) {
+    acc_t v = 0;
+    if (y0in && x0in) v += src.get(c, p.y0, p.x0) * (p.wx0 * p.wy0);
+    if (y0in && x1in) v += src.get(c, p.y0, p.x0 + 1) * (p.wx1 * p.wy0);
+    if (y1in && x0in) v += src.get(c, p.y0 + 1, p.x0) * (p.wx0 * p.wy1);
+    if (y1in && x1in) v += src.get(c, p.y0 + 1, p.x0 + 1) * (p.wx1 * p.wy1);
+    dst.set(c, i, j, v);
+  }
+}
+
+// The output pixels whose taps can reach source pixel (r, s): a tap at column s needs
+// X in [s - 1, s + 1), so invert the (affine, in pixels) map of that square, in double, and take
+// its bounding box with a margin for the float rounding of the forward positions.
+struct CandidateBox {
+  int i0, i1, j0, j1;  // inclusive ranges, clipped to the image
+};
+
+template <typename acc_t>
+struct AffineInverse {
+  // Pixel-space map of Affine::taps: (X, Y) = M (j, i) + c. Stores M^-1 and c.
+  double m00, m01, m10, m11, cx, cy;
+  bool invertible;
+  int H, W;
+
+  DSA_HOST_DEVICE static AffineInverse of(const Affine<acc_t>& A) {
+    AffineInverse inv;
+    inv.H = A.H;
+    inv.W = A.W;
+    // xn(j) = ax j + bx, X = kx gx + lx (likewise for y), from Affine::base / unnormalise.
+    double ax, bx, ay, by, kx, lx, ky, ly;
+    if (A.align_corners) {
+      ax = A.W > 1 ? 2.0 / (A.W - 1) : 0.0;
+      bx = A.W > 1 ? -1.0 : 0.0;
+      ay = A.H > 1 ? 2.0 / (A.H - 1) : 0.0;
+      by = A.H > 1 ? -1.0 : 0.0;
+      kx = (A.W - 1) / 2.0;
+      lx = kx;
+      ky = (A.H - 1) / 2.0;
+      ly = ky;
+    } else {
+      ax = 2.0 / A.W;
+      bx = 1.0 / A.W - 1.0;
+      ay = 2.0 / A.H;
+      by = 1.0 / A.H - 1.0;
+      kx = A.W / 2.0;
+      lx = (A.W - 1) / 2.0;
+      ky = A.H / 2.0;
+      ly = (A.H - 1) / 2.0;
+    }
+    const double t00 = A.t00, t01 = A.t01, t10 = A.t10, t11 = A.t11;
+    const double M00 = kx * t00 * ax, M01 = kx * t01 * ay;
+    const double M10 = ky * t10 * ax, M11 = ky * t11 * ay;
+    inv.cx = kx * (t00 * bx + t01 * by) + lx;
+    inv.cy = ky * (t10 * bx + t11 * by) + ly;
+    const double det = M00 * M11 - M01 * M10;
+    // A single row or column has no meaningful slope: search the whole (tiny) image.
+    inv.invertible = ::fabs(det) > 1e-12 && A.H > 1 && A.W > 1;
+    if (inv.invertible) {
+      inv.m00 = M11 / det;
+      inv.m01 = -M01 / det;
+      inv.m10 = -M10 / det;
+      inv.m11 = M00 / det;
+    } else {
+      inv.m00 = inv.m01 = inv.m10 = inv.m11 = 0.0;
+    }
+    return inv;
+  }
+
+  DSA_HOST_DEVICE DSA_INLINE CandidateBox box(int r, int s) const {
+    CandidateBox b{0, H - 1, 0, W - 1};
+    if (!invertible) return b;
+    double jmin = 1e300, jmax = -1e300, imin = 1e300, imax = -1e300;
+    for (int cr = -1; cr <= 1; cr += 2) {
+      for (int cs = -1; cs <= 1; cs += 2) {
+        const double X = s + cs - cx, Y = r + cr - cy;
+        const double j = m00 * X + m01 * Y, i = m10 * X + m11 * Y;
+        jmin = j < jmin ? j : jmin;
+        jmax = j > jmax ? j : jmax;
+        imin = i < imin ? i : imin;
+        imax = i > imax ? i : imax;
+      }
+    }
+    // NB: 0.01 px of slack covers the float32 rounding of the forward positions; candidates
+    // whose taps miss (r, s) are rejected exactly below, so extra ones cost time only.
+    const double eps = 0.01;
+    const double lo_i = ::ceil(imin - eps), hi_i = ::floor(imax + eps);
+    const double lo_j = ::ceil(jmin - eps), hi_j = ::floor(jmax + eps);
+    b.i0 = lo_i > 0 ? static_cast<int>(lo_i) : 0;
+    b.i1 = hi_i < H - 1 ? static_cast<int>(hi_i) : H - 1;
+    b.j0 = lo_j > 0 ? static_cast<int>(lo_j) : 0;
+    b.j1 = hi_j < W - 1 ? static_cast<int>(hi_j) : W - 1;
+    return b;
+  }
+};
+
+// Transposed resampling at source pixel (r, s): dst(c, r, s) = sum over output pixels (i, j) of
+// weight((i, j) -> (r, s)) * g(c, i, j), with exactly the weights of resample_pixel.
+template <typename acc_t, typename Grad, typename Dst>
+DSA_HOST_DEVICE DSA_INLINE void resample_transpose_pixel(const Grad& g, const Dst& dst, const Affine<acc_t>& A,
+                                                         const AffineInverse<acc_t>& inv, int C, int r, int s) {
+  for (int c = 0; c < C; ++c) dst.set(c, r, s, acc_t(0));
+  const CandidateBox b = inv.box(r, s);
+  for (int i = b.i0; i <= b.i1; ++i) {
+    for (int j = b.j0; j <= b.j1; ++j) {
+      const Taps<acc_t> p = A.taps(i, j);
+      acc_t wx, wy;
+      if (p.x0 == s) wx = p.wx0;
+      else if (p.x0 + 1 == s) wx = p.wx1;
+      else continue;
+      if (p.y0 == r) wy = p.wy0;
+      else if (p.y0 + 1 == r) wy = p.wy1;
+      else continue;
+      const acc_t w = wx * wy;
+      for (int c = 0; c < C; ++c) dst.set(c, r, s, dst.get(c, r, s) + g.get(c, i, j) * w);
+    }
+  }
+}
+
+}  // namespace dsa_fast

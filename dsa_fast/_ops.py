@@ -1,0 +1,158 @@
+"""The compiled ops (``torch.ops.dsa_fast.*`` from ``dsa_fast._C``): loading, packing ω for them,
+fake kernels and autograd. Reads like a table: one op, its fake, its backward.
+
+``augment(x, omega, flags, align_corners)`` applies, in the canonical order
+brightness, saturation, contrast, crop, cutout, flip, scale, rotate, the ops whose bits are set in
+``flags``; ``omega`` is the packed per-sample parameter table of ``csrc/kernels/omega.h``.
+``augment_backward(grad, omega, flags, align_corners)`` is its transposed linear map.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Sequence
+
+import torch
+from torch import Tensor
+
+_LOAD_ERROR = None
+if os.environ.get("DSA_FAST_NO_EXT") == "1":
+    _LOAD_ERROR = "disabled by DSA_FAST_NO_EXT=1"
+else:
+    try:
+        from . import _C  # noqa: F401  (loading the library registers torch.ops.dsa_fast.*)
+    except ImportError as e:  # built without the extension, or against another torch
+        _LOAD_ERROR = f"dsa_fast._C did not load: {e}"
+
+
+def has_ops() -> bool:
+    """True when the compiled extension ``dsa_fast._C`` is loaded."""
+    return _LOAD_ERROR is None
+
+
+# Bit of each op in `flags` and the canonical order (csrc/kernels/omega.h, OpFlag).
+FLAGS: Dict[str, int] = {
+    "brightness": 1,
+    "saturation": 2,
+    "contrast": 4,
+    "crop": 8,
+    "cutout": 16,
+    "flip": 32,
+    "scale": 64,
+    "rotate": 128,
+}
+BRIGHTNESS = FLAGS["brightness"]
+OMEGA_WIDTH = 14  # csrc/kernels/omega.h, OmegaSlot
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """The layout outputs keep: channels_last only when x is channels_last and not NCHW
+    (csrc/common/checks.h, empty_output, is the same rule)."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+_KERNEL_DEVICES: Dict[str, bool] = {}
+
+
+def why_unavailable(x: Tensor) -> str:
+    if _LOAD_ERROR is not None:
+        return _LOAD_ERROR
+    return f"dsa_fast._C has no kernel for device type {x.device.type!r}"
+
+
+def supports(x: Tensor) -> bool:
+    """Whether the fused kernels can run on x's device."""
+    if _LOAD_ERROR is not None:
+        return False
+    kind = x.device.type
+    if kind not in _KERNEL_DEVICES:
+        key = {"cpu": "CPU", "cuda": "CUDA"}.get(kind)
+        _KERNEL_DEVICES[kind] = key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+            "dsa_fast::augment", key
+        )
+    return _KERNEL_DEVICES[kind]
+
+
+def canonical_runs(ops: Sequence[str]) -> List[List[int]]:
+    """Split a sequence of ops into maximal runs in strictly canonical order: each run is one
+    fused call. E.g. the full 'M' chain is one run; 'rotate_scale' is two."""
+    runs: List[List[int]] = []
+    last = 1 << 30
+    for k, op in enumerate(ops):
+        if FLAGS[op] <= last:
+            runs.append([])
+        runs[-1].append(k)
+        last = FLAGS[op]
+    return runs
+
+
+def pack_omega(steps, batch: int, device: torch.device) -> tuple:
+    """Packed [B, 14] float64 table and flags for steps in canonical order (one run)."""
+    zero = torch.zeros(batch, dtype=torch.float64, device=device)
+    cols = [zero] * OMEGA_WIDTH
+    flags = 0
+    for step in steps:
+        p = step.params
+        flags |= FLAGS[step.op]
+        if step.op == "brightness":
+            cols[0] = p["shift"]
+        elif step.op == "saturation":
+            cols[1] = p["factor"]
+        elif step.op == "contrast":
+            cols[2] = p["factor"]
+        elif step.op == "crop":
+            cols[3], cols[4] = p["shift_h"], p["shift_w"]
+        elif step.op == "cutout":
+            cols[5], cols[6], cols[7], cols[8] = p["top"], p["left"], p["height"], p["width"]
+        elif step.op == "flip":
+            cols[9] = p["flip"]
+        elif step.op == "scale":
+            cols[10], cols[11] = p["scale_w"], p["scale_h"]
+        elif step.op == "rotate":
+            # NB: cos/sin in float32, as the reference builds its theta.
+            angle = p["angle"].float()
+            cols[12], cols[13] = torch.cos(angle), torch.sin(angle)
+    table = torch.stack([c.to(torch.float64).expand(batch) for c in cols], dim=1)
+    return table, flags
+
+
+def apply(x: Tensor, omega) -> Tensor:
+    """Apply ω with the fused kernels: one launch per canonical run of its steps."""
+    steps = omega.steps
+    batch = max((v.shape[0] for s in steps for v in s.params.values()), default=1)
+    for run in canonical_runs([s.op for s in steps]):
+        table, flags = pack_omega([steps[k] for k in run], batch, x.device)
+        x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
+    return x
+
+
+if _LOAD_ERROR is None:
+
+    def _fake(x: Tensor, omega: Tensor, flags: int, align_corners: bool) -> Tensor:
+        torch._check(x.dim() == 4, lambda: f"dsa_fast.augment: expected x of shape [N, C, H, W], got {x.shape}")
+        return torch.empty_like(x, memory_format=_memory_format(x))
+
+    torch.library.register_fake("dsa_fast::augment")(_fake)
+    torch.library.register_fake("dsa_fast::augment_backward")(_fake)
+
+    def _setup_context(ctx, inputs, output):
+        _, omega, flags, align_corners = inputs
+        ctx.save_for_backward(omega)
+        ctx.flags, ctx.align_corners = flags, align_corners
+
+    def _augment_backward(ctx, grad):
+        (omega,) = ctx.saved_tensors
+        return torch.ops.dsa_fast.augment_backward(grad, omega, ctx.flags, ctx.align_corners), None, None, None
+
+    def _augment_backward_backward(ctx, grad):
+        # augment_backward is linear; its transpose is augment's linear part (brightness is the
+        # only affine offset, so drop it).
+        (omega,) = ctx.saved_tensors
+        out = torch.ops.dsa_fast.augment(grad, omega, ctx.flags & ~BRIGHTNESS, ctx.align_corners)
+        return out, None, None, None
+
+    torch.library.register_autograd("dsa_fast::augment", _augment_backward, setup_context=_setup_context)
+    torch.library.register_autograd(
+        "dsa_fast::augment_backward", _augment_backward_backward, setup_context=_setup_context
+    )

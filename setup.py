@@ -1,0 +1,75 @@
+"""Builds dsa_fast and its extension dsa_fast._C (torch.utils.cpp_extension).
+
+- C++ sources (csrc/*.cpp, csrc/cpu/*.cpp) always.
+- CUDA sources (csrc/cuda/*.cu) when torch is a CUDA build and nvcc is found (CUDA_HOME), or
+  when DSA_FAST_FORCE_CUDA=1 (then a missing toolkit is an error).
+- DSA_FAST_NO_EXT=1: a pure-Python install (everything runs on the reference path).
+Install with `pip install --no-build-isolation .` so the extension builds against YOUR torch.
+"""
+import glob
+import os
+import sys
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(name):
+    return os.environ.get(name, "") == "1"
+
+
+def _extensions():
+    if _flag("DSA_FAST_NO_EXT"):
+        print("dsa_fast setup: DSA_FAST_NO_EXT=1 -> pure-Python install, no extension")
+        return [], {}
+    import torch
+    from torch.utils import cpp_extension
+
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
+    force_cuda = _flag("DSA_FAST_FORCE_CUDA")
+    with_cuda = force_cuda or (torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None)
+    if force_cuda and (torch.version.cuda is None or cpp_extension.CUDA_HOME is None):
+        sys.exit(
+            f"dsa_fast setup: DSA_FAST_FORCE_CUDA=1 but torch {torch.__version__} has CUDA "
+            f"{torch.version.cuda} and CUDA_HOME is {cpp_extension.CUDA_HOME}; install a CUDA torch "
+            "and set CUDA_HOME (e.g. /usr/local/cuda)"
+        )
+    cxx = ["-O3", "-g0"]
+    nvcc = ["-O3", "--expt-relaxed-constexpr"]
+    include_dirs = []
+    if with_cuda:
+        # The toolkit may lack headers that torch's CUDA headers include (cuBLAS, ...); the pip
+        # wheels of those libraries carry them.
+        site = os.path.dirname(os.path.dirname(torch.__file__))
+        include_dirs += sorted(glob.glob(os.path.join(site, "nvidia", "cu*", "include")))
+        include_dirs += sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
+    print(
+        "dsa_fast setup: torch {} (CUDA {}), extension dsa_fast._C with {} C++ sources{}; "
+        "CUDA_HOME={}, TORCH_CUDA_ARCH_LIST={}, MAX_JOBS={}".format(
+            torch.__version__,
+            torch.version.cuda,
+            len(sources),
+            f" + {len(cuda_sources)} CUDA sources" if with_cuda else ", no CUDA",
+            cpp_extension.CUDA_HOME,
+            os.environ.get("TORCH_CUDA_ARCH_LIST", "(from the visible GPUs)"),
+            os.environ.get("MAX_JOBS", "(all cores)"),
+        )
+    )
+    if with_cuda:
+        ext = cpp_extension.CUDAExtension(
+            "dsa_fast._C",
+            sources + cuda_sources,
+            include_dirs=include_dirs,
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+        )
+    else:
+        ext = cpp_extension.CppExtension("dsa_fast._C", sources, extra_compile_args={"cxx": cxx})
+    return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)
