@@ -14,7 +14,7 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(dsa_fast, m) {
   // y = fused DSA transform of x for the ops in `flags` (omega.h), applied in canonical order with
-  // the packed per-sample parameters `omega` ([B, 14] float64, B = 1 or N).
+  // the packed per-sample parameters `omega` ([B, 15] float64, B = 1 or N).
   m.def("augment(Tensor x, Tensor omega, int flags, bool align_corners) -> Tensor");
   // grad_x = the transposed linear map of `augment` applied to grad (independent of x).
   m.def("augment_backward(Tensor grad, Tensor omega, int flags, bool align_corners) -> Tensor");

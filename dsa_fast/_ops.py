@@ -9,7 +9,7 @@ brightness, saturation, contrast, crop, cutout, flip, scale, rotate, the ops who
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -41,7 +41,7 @@ FLAGS: Dict[str, int] = {
     "rotate": 128,
 }
 BRIGHTNESS = FLAGS["brightness"]
-OMEGA_WIDTH = 14  # csrc/kernels/omega.h, OmegaSlot
+OMEGA_WIDTH = 15  # csrc/kernels/omega.h, OmegaSlot
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -87,8 +87,12 @@ def canonical_runs(ops: Sequence[str]) -> List[List[int]]:
     return runs
 
 
-def pack_omega(steps, batch: int, device: torch.device) -> tuple:
-    """Packed [B, 14] float64 table and flags for steps in canonical order (one run)."""
+def pack_omega(steps, batch: int, device: torch.device, active: Optional[Tensor] = None) -> Tuple[Tensor, int]:
+    """The packed [B, 15] float64 table and the flags of one fused call (steps with distinct ops).
+
+    ``active`` ((B,) float64 of OpFlag bits) says which of the call's ops apply to each sample;
+    None: all of them.
+    """
     zero = torch.zeros(batch, dtype=torch.float64, device=device)
     cols = [zero] * OMEGA_WIDTH
     flags = 0
@@ -113,16 +117,44 @@ def pack_omega(steps, batch: int, device: torch.device) -> tuple:
             # NB: cos/sin in float32, as the reference builds its theta.
             angle = p["angle"].float()
             cols[12], cols[13] = torch.cos(angle), torch.sin(angle)
+    cols[14] = torch.full_like(zero, float(flags)) if active is None else active
     table = torch.stack([c.to(torch.float64).expand(batch) for c in cols], dim=1)
     return table, flags
 
 
+def _plan(omega) -> List[List[Tuple[int, list]]]:
+    """Group the steps of an Omega into fused calls: each call is a list of (group, steps) whose
+    op sets are disjoint, each group's steps in canonical order."""
+    calls: List[List[Tuple[int, list]]] = []
+    for g in omega.groups():
+        steps = [s for s in omega.steps if s.group == g]
+        runs = canonical_runs([s.op for s in steps])
+        ops = {s.op for s in steps}
+        if len(runs) == 1 and calls and not ops & {s.op for _, ss in calls[-1] for s in ss}:
+            calls[-1].append((g, steps))
+        else:
+            calls.extend([[(g, [steps[k] for k in run])] for run in runs])
+    return calls
+
+
 def apply(x: Tensor, omega) -> Tensor:
-    """Apply ω with the fused kernels: one launch per canonical run of its steps."""
-    steps = omega.steps
-    batch = max((v.shape[0] for s in steps for v in s.params.values()), default=1)
-    for run in canonical_runs([s.op for s in steps]):
-        table, flags = pack_omega([steps[k] for k in run], batch, x.device)
+    """Apply ω with the fused kernels: one launch per canonical run of its steps; with a
+    ``choice``, alternatives with distinct ops share one launch (the default 'S' strategy: one)."""
+    batch = 1
+    for step in omega.steps:
+        for v in step.params.values():
+            batch = max(batch, v.shape[0])
+    if omega.choice is None:
+        for run in canonical_runs([s.op for s in omega.steps]):
+            table, flags = pack_omega([omega.steps[k] for k in run], batch, x.device)
+            x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
+        return x
+    batch = max(batch, omega.choice.shape[0])
+    for call in _plan(omega):
+        active = sum(
+            (omega.choice == g).to(torch.float64) * sum(FLAGS[s.op] for s in steps) for g, steps in call
+        )
+        table, flags = pack_omega([s for _, steps in call for s in steps], batch, x.device, active)
         x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
     return x
 

@@ -109,17 +109,22 @@ def parse_strategy(strategy: str) -> Tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Step:
-    """One op of a sampled transform: its name and its parameter tensors, each of shape (B,)."""
+    """One op of a sampled transform: its name and its parameter tensors, each of shape (B,).
+
+    ``group`` matters only when the Omega carries a ``choice``: then a step applies to sample b
+    only if ``group == choice[b]`` (the alternatives of an 'S'-mode draw made on the device).
+    """
 
     op: str
     params: Dict[str, Tensor]
+    group: int = 0
 
     def to(self, device) -> "Step":
-        return Step(self.op, {k: v.to(device) for k, v in self.params.items()})
+        return Step(self.op, {k: v.to(device) for k, v in self.params.items()}, self.group)
 
     def __repr__(self) -> str:
         vals = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())
-        return f"{self.op}({vals})"
+        return f"{self.op}({vals})" + (f"@{self.group}" if self.group else "")
 
 
 def _short(t: Tensor) -> str:
@@ -137,6 +142,7 @@ class Omega:
 
     steps: Tuple[Step, ...]
     align_corners: bool = False
+    choice: Optional[Tensor] = None  # (B,) int64: which group of steps applies to each sample
 
     @property
     def batch_size(self) -> Optional[int]:
@@ -153,25 +159,32 @@ class Omega:
                 return v.device
         return None
 
+    def groups(self) -> Tuple[int, ...]:
+        return tuple(sorted({s.group for s in self.steps}))
+
     def to(self, device) -> "Omega":
-        return Omega(tuple(s.to(device) for s in self.steps), self.align_corners)
+        choice = None if self.choice is None else self.choice.to(device)
+        return Omega(tuple(s.to(device) for s in self.steps), self.align_corners, choice)
 
     def state_dict(self) -> dict:
-        """Plain dict of str/bool/tensors: loads with ``torch.load(..., weights_only=True)``."""
+        """Plain dict of str/bool/int/tensors: loads with ``torch.load(..., weights_only=True)``."""
         return {
             "align_corners": self.align_corners,
             "ops": [s.op for s in self.steps],
+            "groups": [s.group for s in self.steps],
             "params": [dict(s.params) for s in self.steps],
+            "choice": self.choice,
         }
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Omega":
         steps = []
-        for op, params in zip(state["ops"], state["params"]):
+        groups = state.get("groups", [0] * len(state["ops"]))
+        for op, group, params in zip(state["ops"], groups, state["params"]):
             if op not in PARAM_KEYS or set(params) != set(PARAM_KEYS[op]):
                 raise ValueError(f"dsa_fast: not an Omega state: op {op!r} with keys {sorted(params)}")
-            steps.append(Step(op, dict(params)))
-        return cls(tuple(steps), bool(state["align_corners"]))
+            steps.append(Step(op, dict(params), int(group)))
+        return cls(tuple(steps), bool(state["align_corners"]), state.get("choice"))
 
     def save(self, path) -> None:
         torch.save(self.state_dict(), path)
@@ -275,20 +288,24 @@ def sample_params(strategy: str, x: Tensor, seed: int = -1, param: Optional[Para
     """Draw ω for ``strategy`` on a batch like ``x`` (only its shape, dtype and device are read).
 
     ``seed != -1`` makes the draw Siamese (one transform, leading dimension 1); ``seed == -1`` gives
-    per-sample transforms. With ``param.rng == 'compat'`` the random numbers come from the same
+    per-sample transforms. With ``rng='device'`` the seed may also be an integer tensor on x's
+    device (see ``dsa_fast.device_rng``). With ``param.rng == 'compat'`` the random numbers come from the same
     generators, in the same order, shapes and dtypes as the official ``DiffAugment``; the
     official run-time state (``param.latestseed``, ``param.Siamese``) is updated likewise.
     """
     param = ParamDiffAug() if param is None else param
     param.validate()
     _check_input(x, "sample_params")
-    seed = int(seed)
     tokens = parse_strategy(strategy)
-    param.Siamese = seed != -1
     if param.rng == "device":
         from .device_rng import sample_device
 
+        param.Siamese = isinstance(seed, Tensor) or seed != -1
         return sample_device(tokens, x, seed, param)
+    if isinstance(seed, Tensor):
+        raise TypeError("dsa_fast: a tensor seed needs ParamDiffAug(rng='device'); rng='compat' takes an int")
+    seed = int(seed)
+    param.Siamese = seed != -1
     draws = _CompatDraws(seed)
     if param.aug_mode == "S":
         pick = draws.randint(0, len(tokens), size=(1,)).item()  # CPU generator: no device sync
@@ -312,6 +329,14 @@ def check_omega(x: Tensor, omega: Omega, where: str = "apply") -> None:
     if not isinstance(omega, Omega):
         raise TypeError(f"dsa_fast.{where}: expected an Omega, got {type(omega).__name__}")
     n = x.shape[0]
+    if omega.choice is not None:
+        c = omega.choice
+        if c.dim() != 1 or c.shape[0] not in (1, n) or c.dtype != torch.int64:
+            raise ValueError(
+                f"dsa_fast.{where}: omega.choice must be int64 of shape ({n},) or (1,), got {tuple(c.shape)} {c.dtype}"
+            )
+        if c.device != x.device:
+            raise ValueError(f"dsa_fast.{where}: omega.choice is on {c.device} but x is on {x.device}")
     for step in omega.steps:
         if step.op not in PARAM_KEYS:
             raise ValueError(f"dsa_fast.{where}: unknown op {step.op!r} in omega")

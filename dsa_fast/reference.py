@@ -123,7 +123,20 @@ def apply_step(x: Tensor, op: str, params: Dict[str, Tensor], align_corners: boo
 
 
 def apply(x: Tensor, omega: Omega) -> Tensor:
-    """Apply every step of ω in order (no validation: ``dsa_fast.apply`` checks first)."""
-    for step in omega.steps:
-        x = apply_step(x, step.op, step.params, omega.align_corners)
+    """Apply every step of ω in order (no validation: ``dsa_fast.apply`` checks first).
+
+    With ``omega.choice``, the steps of group g apply to the samples whose choice is g: each
+    group's steps run on the whole batch and a select keeps them where chosen (an unchosen group
+    is the identity), so no value leaves the device.
+    """
+    if omega.choice is None:
+        for step in omega.steps:
+            x = apply_step(x, step.op, step.params, omega.align_corners)
+        return x
+    for g in omega.groups():
+        y = x
+        for step in omega.steps:
+            if step.group == g:
+                y = apply_step(y, step.op, step.params, omega.align_corners)
+        x = torch.where((omega.choice == g).view(-1, 1, 1, 1), y, x)
     return x

@@ -32,6 +32,12 @@ struct ImageGeometry {
   bool align_corners;
 
   DSA_HOST_DEVICE bool has(int64_t op) const { return (flags & op) != 0; }
+  // The call's ops restricted to those active for this sample (uniform over a CUDA block).
+  DSA_HOST_DEVICE ImageGeometry for_sample(const Omega<acc_t>& o) const {
+    ImageGeometry g = *this;
+    g.flags &= o.active;
+    return g;
+  }
   DSA_HOST_DEVICE int hw() const { return H * W; }
   DSA_HOST_DEVICE Affine<acc_t> scale(const Omega<acc_t>& o) const {
     return Affine<acc_t>{o.scale_w, acc_t(0), acc_t(0), o.scale_h, H, W, align_corners};
@@ -113,8 +119,9 @@ DSA_HOST_DEVICE void resample_transpose_image(Exec& ex, const Grad& grad, const 
 
 // y = fused forward of x. ws: 2 C H W acc_t; scratch: the Exec's reduction scratch.
 template <typename Exec, typename acc_t, typename Src, typename Dst>
-DSA_HOST_DEVICE void augment_image(Exec& ex, const Src& x, const Dst& y, const ImageGeometry<acc_t>& g,
+DSA_HOST_DEVICE void augment_image(Exec& ex, const Src& x, const Dst& y, const ImageGeometry<acc_t>& call,
                                    const Omega<acc_t>& o, acc_t* ws, acc_t* scratch) {
+  const ImageGeometry<acc_t> g = call.for_sample(o);
   acc_t mu = 0;
   if (g.has(kContrast)) {
     acc_t part = 0;
@@ -173,8 +180,9 @@ DSA_HOST_DEVICE void color_backward_image(Exec& ex, const Grad& gw, const View<a
 
 // dx = transposed fused map applied to dy. ws: 2 C H W acc_t.
 template <typename Exec, typename acc_t, typename Grad, typename Dst>
-DSA_HOST_DEVICE void augment_backward_image(Exec& ex, const Grad& dy, const Dst& dx, const ImageGeometry<acc_t>& g,
+DSA_HOST_DEVICE void augment_backward_image(Exec& ex, const Grad& dy, const Dst& dx, const ImageGeometry<acc_t>& call,
                                             const Omega<acc_t>& o, acc_t* ws, acc_t* scratch) {
+  const ImageGeometry<acc_t> g = call.for_sample(o);
   const View<acc_t, acc_t> p0 = plane(ws, g), p1 = plane(ws + g.C * g.hw(), g);
   const bool scale = g.has(kScale), rotate = g.has(kRotate);
   if (scale && rotate) {

@@ -1,5 +1,5 @@
 // The packed transform ω as the kernels read it: one row of DSA_OMEGA_WIDTH doubles per sample
-// (a (B, 14) float64 tensor; B = 1 broadcasts over the batch). The Python side
+// (a (B, 15) float64 tensor; B = 1 broadcasts over the batch). The Python side
 // (dsa_fast/_ops.py, pack_omega) writes this layout; keep the two in sync.
 #pragma once
 
@@ -40,7 +40,9 @@ enum OmegaSlot : int {
   kSlotScaleH = 11,
   kSlotCos = 12,      // rotate theta = [[cos, -sin, 0], [sin, cos, 0]]
   kSlotSin = 13,
-  kOmegaWidth = 14,
+  kSlotActive = 14,   // the ops (OpFlag bits) that apply to this sample: lets one call choose
+                      // per sample among alternatives ('S' mode) with no host round trip
+  kOmegaWidth = 15,
 };
 
 template <typename acc_t>
@@ -50,6 +52,7 @@ struct Omega {
   int cut_top, cut_left, cut_h, cut_w;
   bool flip;
   acc_t scale_w, scale_h, cos, sin;
+  int64_t active;
 
   DSA_HOST_DEVICE static Omega load(const double* row) {
     Omega o;
@@ -67,6 +70,7 @@ struct Omega {
     o.scale_h = static_cast<acc_t>(row[kSlotScaleH]);
     o.cos = static_cast<acc_t>(row[kSlotCos]);
     o.sin = static_cast<acc_t>(row[kSlotSin]);
+    o.active = static_cast<int64_t>(row[kSlotActive]);
     return o;
   }
 };

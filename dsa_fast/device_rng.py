@@ -1,0 +1,140 @@
+"""``rng='device'``: ω drawn on the input's device from a counter-based generator.
+
+Each uniform number is a hash of (seed, draw index, element index): the same seed gives the same ω
+on any batch size (element 0 does not depend on N) and any device, nothing is read back to the
+host, and every op is a plain tensor op, so a call can be captured in a CUDA graph and compiled
+with ``torch.compile(fullgraph=True)``.
+
+- ``seed`` may be a Python int or an integer tensor (0-dim, on the input's device). A tensor
+  seed is read on the device only: update it in place (``seed.add_(1)``) and a captured graph's
+  replays draw fresh ω.
+- ``seed == -1`` (per-sample transforms) takes its key from a per-device counter tensor that each
+  call advances in place, so successive calls, and the replays of a captured graph, differ.
+- In 'S' mode the family is drawn on the device too: ω then carries every family's parameters
+  and a ``choice``, and the kernels apply the chosen one.
+
+The distributions are the official ones (spec §1–§2); only the bits differ from ``rng='compat'``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .params import TOKENS, Omega, ParamDiffAug, Step, crop_max_shift, cutout_box
+
+_M32 = 0xFFFFFFFF
+_UNSEEDED = 1 << 40  # keys of unseeded calls live above every 32-bit user seed's key space
+
+
+def _hash32(h: Tensor) -> Tensor:
+    """A 32-bit integer finaliser (xorshift-multiply rounds) on int64 tensors holding values
+    < 2**32. NB: products wrap modulo 2**64 and are masked back to 32 bits."""
+    h = h ^ (h >> 16)
+    h = (h * 0x7FEB352D) & _M32
+    h = h ^ (h >> 15)
+    h = (h * 0x846CA68B) & _M32
+    return h ^ (h >> 16)
+
+
+class _Stream:
+    """Uniform [0, 1) float32 numbers keyed by (key, draw index, element)."""
+
+    def __init__(self, key: Tensor):
+        # Fold the 64-bit key into 32 bits through two rounds.
+        self.key = _hash32(_hash32(key & _M32) ^ ((key >> 32) & _M32))
+        self.draw = 0
+
+    def uniform(self, n: int) -> Tensor:
+        self.draw += 1
+        e = torch.arange(n, device=self.key.device, dtype=torch.int64)
+        h = _hash32(self.key ^ _hash32(torch.full_like(self.key, self.draw)))
+        h = _hash32(_hash32(h ^ e) ^ 0x9E3779B9)
+        return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+    def integers(self, low: int, high: int, n: int) -> Tensor:
+        """Uniform integers in [low, high)."""
+        u = self.uniform(n)
+        return (u * (high - low)).floor().to(torch.int64).clamp_(max=high - low - 1) + low
+
+
+_COUNTERS: Dict[torch.device, Tensor] = {}
+
+
+def _unseeded_key(device: torch.device) -> Tensor:
+    """The per-device counter, advanced in place by every unseeded call."""
+    counter = _COUNTERS.get(device)
+    if counter is None:
+        counter = _COUNTERS[device] = torch.zeros((), dtype=torch.int64, device=device)
+    key = counter + _UNSEEDED
+    counter.add_(1)
+    return key
+
+
+def manual_seed(seed: int) -> None:
+    """Reset the counters of unseeded ``rng='device'`` calls on every device (reproducible runs)."""
+    for counter in _COUNTERS.values():
+        counter.fill_(int(seed))
+
+
+def _step(op: str, s: _Stream, x: Tensor, n: int, p: ParamDiffAug, group: int) -> Step:
+    _, _, h, w = x.shape
+    if op == "scale":
+        r = p.ratio_scale
+        params = {
+            "scale_w": s.uniform(n) * (r - 1.0 / r) + 1.0 / r,
+            "scale_h": s.uniform(n) * (r - 1.0 / r) + 1.0 / r,
+        }
+    elif op == "rotate":
+        params = {"angle": (s.uniform(n) - 0.5) * 2 * p.ratio_rotate / 180 * torch.pi}
+    elif op == "flip":
+        params = {"flip": s.uniform(n) < p.prob_flip}
+    elif op == "brightness":
+        params = {"shift": ((s.uniform(n) - 0.5) * p.brightness).to(x.dtype)}
+    elif op == "saturation":
+        params = {"factor": (s.uniform(n) * p.saturation).to(x.dtype)}
+    elif op == "contrast":
+        params = {"factor": (s.uniform(n) + p.contrast).to(x.dtype)}
+    elif op == "crop":
+        sh, sw = crop_max_shift(h, p.ratio_crop_pad), crop_max_shift(w, p.ratio_crop_pad)
+        params = {"shift_h": s.integers(-sh, sh + 1, n), "shift_w": s.integers(-sw, sw + 1, n)}
+    elif op == "cutout":
+        bh, bw = cutout_box(h, p.ratio_cutout), cutout_box(w, p.ratio_cutout)
+        oh = s.integers(0, h + (1 - bh % 2), n)
+        ow = s.integers(0, w + (1 - bw % 2), n)
+        params = {
+            "top": oh - bh // 2,
+            "left": ow - bw // 2,
+            "height": torch.full_like(oh, bh),
+            "width": torch.full_like(ow, bw),
+        }
+    else:  # pragma: no cover - parse_strategy guards this
+        raise AssertionError(op)
+    return Step(op, params, group)
+
+
+def sample_device(
+    tokens: Tuple[str, ...], x: Tensor, seed: Union[int, Tensor], param: ParamDiffAug
+) -> Omega:
+    device = x.device
+    if isinstance(seed, Tensor):
+        if seed.numel() != 1 or seed.is_floating_point() or seed.device != device:
+            raise ValueError(
+                f"dsa_fast: a tensor seed must be one integer on x's device ({device}), "
+                f"got shape {tuple(seed.shape)} {seed.dtype} on {seed.device}"
+            )
+        key, siamese = seed.reshape(()).to(torch.int64) & ((1 << 40) - 1), True
+    elif seed == -1:
+        key, siamese = _unseeded_key(device), False
+    else:
+        key, siamese = torch.full((), int(seed) & ((1 << 40) - 1), dtype=torch.int64, device=device), True
+    n = 1 if siamese else x.shape[0]
+    s = _Stream(key)
+    if param.aug_mode == "M":
+        steps = tuple(_step(op, s, x, n, param, 0) for tok in tokens for op in TOKENS[tok])
+        return Omega(steps, bool(param.align_corners))
+    # 'S': one family per batch (as the official code), drawn on the device.
+    choice = s.integers(0, len(tokens), 1)
+    steps = tuple(_step(op, s, x, n, param, g) for g, tok in enumerate(tokens) for op in TOKENS[tok])
+    return Omega(steps, bool(param.align_corners), choice)
