@@ -140,16 +140,16 @@ def _plan(omega) -> List[List[Tuple[int, list]]]:
 def apply(x: Tensor, omega) -> Tensor:
     """Apply ω with the fused kernels: one launch per canonical run of its steps; with a
     ``choice``, alternatives with distinct ops share one launch (the default 'S' strategy: one)."""
-    batch = 1
+    batch = 1  # every parameter has length 1 or N (checked by dsa_fast.apply); N may be 0
     for step in omega.steps:
         for v in step.params.values():
-            batch = max(batch, v.shape[0])
+            batch = batch if v.shape[0] == 1 else v.shape[0]
     if omega.choice is None:
         for run in canonical_runs([s.op for s in omega.steps]):
             table, flags = pack_omega([omega.steps[k] for k in run], batch, x.device)
             x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
         return x
-    batch = max(batch, omega.choice.shape[0])
+    batch = batch if omega.choice.shape[0] == 1 else omega.choice.shape[0]
     for call in _plan(omega):
         active = sum(
             (omega.choice == g).to(torch.float64) * sum(FLAGS[s.op] for s in steps) for g, steps in call

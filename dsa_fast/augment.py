@@ -34,9 +34,10 @@ def apply(x: Tensor, omega: Omega, backend: str = "auto") -> Tensor:
     """
     _check_input(x, "apply")
     check_omega(x, omega)
+    fused = _use_fused(backend, x, omega)
     if not omega.steps:
         return x
-    if _use_fused(backend, x, omega):
+    if fused:
         y = _ops.apply(x, omega)
     else:
         y = reference.apply(x, omega)

@@ -1,0 +1,156 @@
+"""Shared test configuration: device and dtype lists, backends, RNG hygiene, the golden vectors.
+
+Nothing here touches CUDA at import time beyond ``torch.cuda.is_available()`` (which does not
+initialise a context); CUDA rows exist only on machines that have a GPU.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import pytest
+import torch
+
+import dsa_fast
+
+# ---------------------------------------------------------------------------------------------
+# Devices, dtypes, backends
+# ---------------------------------------------------------------------------------------------
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICES: List[str] = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+LOW_PRECISION_DTYPES = [torch.float16, torch.bfloat16]
+
+needs_cuda = pytest.mark.needs_cuda
+
+# Every strategy token and every op it expands to (spec §2); tests spell them out rather than
+# reading them from the package so that a renamed token is caught.
+TOKENS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+FULL_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+OPS = ("brightness", "saturation", "contrast", "crop", "cutout", "flip", "scale", "rotate")
+
+
+def backends() -> List[str]:
+    """The backends to compare: the reference always, the fused kernels when compiled."""
+    return ["reference"] + (["fused"] if dsa_fast.has_ops() else [])
+
+
+# For parametrisation: the 'fused' rows stay visible, skipped with a reason, when the extension is
+# absent (e.g. DSA_FAST_NO_EXT=1).
+BACKEND_PARAMS = [
+    pytest.param("reference", id="reference"),
+    pytest.param(
+        "fused",
+        id="fused",
+        marks=pytest.mark.skipif(not dsa_fast.has_ops(), reason="dsa_fast._C not loaded (fused backend absent)"),
+    ),
+]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_cuda: the test needs a CUDA device; skipped when none is available")
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="CUDA not available")
+    for item in items:
+        if "needs_cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    return request.param
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG hygiene: every test leaves the global generators as it found them.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _restore_rng_state():
+    cpu_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if HAS_CUDA and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ---------------------------------------------------------------------------------------------
+# Golden vectors (shared/golden): produced by the official DiffAugment, see its README.
+# ---------------------------------------------------------------------------------------------
+
+
+def shared_dir() -> Path:
+    """``shared/`` beside the project checkout, or ``$DSA_FAST_SHARED``."""
+    env = os.environ.get("DSA_FAST_SHARED")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def golden_dir() -> Path:
+    return shared_dir() / "golden"
+
+
+def golden_missing_reason() -> Optional[str]:
+    """None when the golden files are present, else a message saying what is missing and where."""
+    d = golden_dir()
+    missing = [f for f in ("cases.json", "arrays.npz") if not (d / f).is_file()]
+    if not missing:
+        return None
+    return (
+        f"golden vectors not found: {', '.join(missing)} missing in {d}. "
+        f"The shared material is expected beside the checkout (../shared) or at $DSA_FAST_SHARED; "
+        f"CI always has it, so this is a failure, not a skip."
+    )
+
+
+def load_golden_cases() -> List[dict]:
+    """The case list of cases.json (collection-time use); [] when the files are missing."""
+    if golden_missing_reason() is not None:
+        return []
+    with open(golden_dir() / "cases.json") as f:
+        return json.load(f)["cases"]
+
+
+@dataclass
+class Golden:
+    meta: dict
+    cases: List[dict]
+    arrays: Dict[str, np.ndarray]
+
+    def case(self, name: str) -> dict:
+        for c in self.cases:
+            if c["name"] == name:
+                return c
+        raise KeyError(name)
+
+    def tensor(self, name: str, kind: str) -> torch.Tensor:
+        """A fresh float tensor for ``<name>_<kind>``, kind in x, g, y, dx."""
+        return torch.from_numpy(np.array(self.arrays[f"{name}_{kind}"], copy=True))
+
+
+@pytest.fixture(scope="session")
+def golden() -> Golden:
+    reason = golden_missing_reason()
+    if reason is not None:
+        pytest.fail(reason, pytrace=False)
+    with open(golden_dir() / "cases.json") as f:
+        meta = json.load(f)
+    with np.load(golden_dir() / "arrays.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    cases = meta.pop("cases")
+    return Golden(meta, cases, arrays)

@@ -1,0 +1,149 @@
+"""Bad input raises ValueError/TypeError with a message that says what is wrong; nothing exits.
+
+The official code calls ``exit()`` on an unknown aug_mode; here every path is guarded against any
+exit call, so an error path that tried to leave the process fails the test instead.
+"""
+from __future__ import annotations
+
+import builtins
+import os
+import sys
+
+import pytest
+import torch
+
+from conftest import FULL_STRATEGY, TOKENS
+from dsa_fast import DiffAugment, Omega, ParamDiffAug, Step, apply, sample_params
+
+
+@pytest.fixture(autouse=True)
+def _no_exit(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"dsa_fast called an exit function with {args!r}")
+
+    for name in ("exit", "quit"):
+        monkeypatch.setattr(builtins, name, forbidden, raising=False)
+    monkeypatch.setattr(sys, "exit", forbidden)
+    monkeypatch.setattr(os, "_exit", forbidden)
+
+
+def _x(*shape, dtype=torch.float32):
+    return torch.zeros(shape or (2, 3, 8, 8), dtype=dtype)
+
+
+VALID_LIST = r"color, crop, cutout, flip, scale, rotate"
+
+
+@pytest.mark.parametrize("strategy", ["colour", "crop_jitter", "color__flip", "Crop", "none_crop"])
+@pytest.mark.parametrize("mode", ["S", "M"])
+def test_unknown_token(strategy, mode):
+    bad = next(t for t in strategy.split("_") if t not in TOKENS)
+    for seed in (-1, 3):
+        with pytest.raises(ValueError, match=rf"unknown augmentation '{bad}'.*{VALID_LIST}"):
+            DiffAugment(_x(), strategy, seed=seed, param=ParamDiffAug(aug_mode=mode))
+    with pytest.raises(ValueError, match=rf"'{bad}'"):
+        sample_params(strategy, _x(), seed=1, param=ParamDiffAug(aug_mode=mode))
+
+
+def test_unknown_token_draws_nothing():
+    """An invalid strategy is rejected before any random number is drawn."""
+    before = torch.get_rng_state()
+    with pytest.raises(ValueError):
+        DiffAugment(_x(), "crop_blur", seed=-1, param=ParamDiffAug(aug_mode="S"))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("strategy", [None, 3, ["crop"]])
+def test_strategy_not_a_string(strategy):
+    with pytest.raises(TypeError, match="strategy must be a str"):
+        DiffAugment(_x(), strategy, seed=1, param=ParamDiffAug())
+
+
+@pytest.mark.parametrize("aug_mode", ["X", "m", "", "SM"])
+def test_unknown_aug_mode(aug_mode):
+    with pytest.raises(ValueError, match=rf"unknown aug_mode '{aug_mode}'.*'S', 'M'"):
+        DiffAugment(_x(), FULL_STRATEGY, seed=1, param=ParamDiffAug(aug_mode=aug_mode))
+    with pytest.raises(ValueError, match="unknown aug_mode"):
+        sample_params("crop", _x(), seed=-1, param=ParamDiffAug(aug_mode=aug_mode))
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (8, 8), (1, 2, 3, 8, 8), ()])
+def test_not_4d(shape):
+    x = torch.zeros(shape)
+    pattern = r"expected x of shape \[N, C, H, W\], got " + str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(ValueError, match=pattern):
+        DiffAugment(x, "crop", seed=1, param=ParamDiffAug())
+    with pytest.raises(ValueError, match=r"expected x of shape \[N, C, H, W\]"):
+        sample_params("crop", x, seed=1)
+    omega = sample_params("crop", _x(), seed=1)
+    with pytest.raises(ValueError, match=r"dsa_fast.apply: expected x of shape \[N, C, H, W\]"):
+        apply(x, omega)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool], ids=str)
+def test_integer_and_bool_dtype(dtype):
+    x = _x(2, 3, 8, 8, dtype=dtype)
+    with pytest.raises(TypeError, match=rf"expected a floating-point x, got {dtype}"):
+        DiffAugment(x, "flip", seed=1, param=ParamDiffAug())
+    omega = sample_params("flip", _x(), seed=1)
+    with pytest.raises(TypeError, match="floating-point"):
+        apply(x, omega)
+
+
+@pytest.mark.parametrize("obj", [[[1.0]], 3.0, "x"])
+def test_not_a_tensor(obj):
+    with pytest.raises(TypeError, match="expected a torch.Tensor"):
+        DiffAugment(obj, "crop", seed=1, param=ParamDiffAug())
+    with pytest.raises(TypeError, match="expected an Omega"):
+        apply(_x(), {"crop": obj})
+
+
+def test_omega_batch_neither_one_nor_n():
+    omega = sample_params(FULL_STRATEGY, _x(5, 3, 8, 8), seed=-1, param=ParamDiffAug(aug_mode="M"))
+    assert omega.batch_size == 5
+    with pytest.raises(ValueError, match=r"shape \(5,\); expected \(3,\) or \(1,\) for a batch of 3"):
+        apply(_x(3, 3, 8, 8), omega)
+    # A 2-D parameter is not a batch of per-sample values either.
+    bad = Omega((Step("flip", {"flip": torch.ones(3, 1, dtype=torch.bool)}),))
+    with pytest.raises(ValueError, match=r"flip.flip has shape \(3, 1\)"):
+        apply(_x(3, 3, 8, 8), bad)
+
+
+def test_omega_on_another_device():
+    omega = sample_params(FULL_STRATEGY, _x(), seed=3, param=ParamDiffAug(aug_mode="M"))
+    other = "meta" if not torch.cuda.is_available() else "cuda"
+    moved = omega.to(other)
+    with pytest.raises(ValueError, match=rf"is on {other}.*but x is on cpu.*omega.to\(x.device\)"):
+        apply(_x(), moved)
+
+
+def test_omega_with_wrong_keys_or_op():
+    with pytest.raises(ValueError, match=r"crop expects parameters \('shift_h', 'shift_w'\)"):
+        apply(_x(), Omega((Step("crop", {"shift_h": torch.zeros(1, dtype=torch.long)}),)))
+    with pytest.raises(ValueError, match="unknown op 'blur'"):
+        apply(_x(), Omega((Step("blur", {"sigma": torch.ones(1)}),)))
+    with pytest.raises(ValueError, match="not an Omega state"):
+        Omega.from_state_dict({"align_corners": False, "ops": ["crop"], "params": [{"dx": torch.zeros(1)}]})
+
+
+@pytest.mark.parametrize("backend", ["cuda", "Fused", "", "ref"])
+def test_bad_backend(backend):
+    with pytest.raises(ValueError, match=rf"unknown backend '{backend}'.*'auto', 'fused', 'reference'"):
+        DiffAugment(_x(), "crop", seed=1, param=ParamDiffAug(), backend=backend)
+    omega = sample_params("crop", _x(), seed=1)
+    with pytest.raises(ValueError, match="unknown backend"):
+        apply(_x(), omega, backend=backend)
+
+
+def test_bad_rng_mode():
+    with pytest.raises(ValueError, match=r"unknown rng 'cuda'"):
+        DiffAugment(_x(), "crop", seed=1, param=ParamDiffAug(rng="cuda"))
+
+
+def test_errors_leave_param_usable():
+    """A failed call does not poison the settings object for the next one."""
+    p = ParamDiffAug(aug_mode="M")
+    with pytest.raises(ValueError):
+        DiffAugment(_x(), "crop_blur", seed=1, param=p)
+    y = DiffAugment(torch.randn(2, 3, 8, 8), "crop", seed=1, param=p)
+    assert y.shape == (2, 3, 8, 8)
