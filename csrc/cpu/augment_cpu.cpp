@@ -18,7 +18,9 @@ struct CpuExec {
   int stride() const { return 1; }
   void sync() const {}
   template <typename T>
-  T sum(T v, T*) const { return v; }
+  T sum(T v, T*) const {
+    return v;
+  }
 };
 
 template <bool kBackward>
@@ -37,7 +39,7 @@ at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, in
     const double* om_p = om.const_data_ptr<double>();
     const bool geometric = g.has(kScale) || g.has(kRotate);
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> ws(geometric || kBackward ? 2 * static_cast<size_t>(g.C) * g.hw() : 0);
+      std::vector<acc_t> ws(geometric || kBackward ? workspace_size(g.C, g.H, g.W) : 0);
       CpuExec ex;
       for (int64_t n = begin; n < end; ++n) {
         const Omega<acc_t> o = Omega<acc_t>::load(om_p + (B == 1 ? 0 : n) * kOmegaWidth);

@@ -67,8 +67,8 @@ __global__ void __launch_bounds__(kThreads)
                    acc_t* global_ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   acc_t* scratch = reinterpret_cast<acc_t*>(smem);
-  const int64_t plane2 = 2 * static_cast<int64_t>(g.C) * g.hw();
-  acc_t* ws = global_ws != nullptr ? global_ws + blockIdx.x * plane2 : scratch + blockDim.x;
+  const int64_t ws_size = workspace_size(g.C, g.H, g.W);
+  acc_t* ws = global_ws != nullptr ? global_ws + blockIdx.x * ws_size : scratch + blockDim.x;
   CudaBlockExec ex;
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const Omega<acc_t> o = Omega<acc_t>::load(omega + (B == 1 ? 0 : n) * kOmegaWidth);
@@ -95,7 +95,7 @@ at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, in
     const int64_t N = in.size(0), B = om.size(0);
     const ImageGeometry<acc_t> g{static_cast<int>(in.size(1)), static_cast<int>(in.size(2)),
                                  static_cast<int>(in.size(3)), flags, align_corners};
-    const size_t ws_bytes = 2 * static_cast<size_t>(g.C) * g.hw() * sizeof(acc_t);
+    const size_t ws_bytes = static_cast<size_t>(workspace_size(g.C, g.H, g.W)) * sizeof(acc_t);
     const size_t scratch_bytes = kThreads * sizeof(acc_t);
     int device = in.get_device(), smem_optin = 0, sms = 0;
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));

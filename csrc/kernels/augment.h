@@ -1,16 +1,17 @@
 // The fused DSA program for ONE image, forward and backward, written once for the CPU and CUDA.
 //
-// An Exec runs the loops: `for (k = ex.begin(); k < n; k += ex.stride())` splits pixels among its
-// workers, `ex.sync()` is a barrier, `ex.sum(v, scratch)` sums a value over workers in a fixed
-// order (deterministic) and hands the total to every worker. The CPU executor is one thread per
-// image; the CUDA executor is one thread block per image.
+// An Exec runs the loops: worker ex.begin() of ex.stride() takes pixels begin, begin + stride, ...
+// (for_each_pixel), `ex.sync()` is a barrier, `ex.sum(v, scratch)` sums a value over workers in a
+// fixed order (deterministic) and hands the total to every worker. The CPU executor is one thread
+// per image; the CUDA executor is one thread block per image.
 //
 // Forward, for the ops present in `flags` (always in the order of omega.h):
 //   w = flip(cutout(crop(contrast(saturation(brightness(x))))))   pointwise, per pixel
 //   z = resample(w, theta_scale);  y = resample(z, theta_rotate)    two bilinear passes
 // The per-image contrast mean is taken first: mean(saturation(brightness(x))) = mean(x) + shift,
 // because saturation keeps each pixel's channel mean. Intermediates live in a workspace of two
-// [C, H, W] planes of acc_t (shared memory on CUDA).
+// [C, H, W] planes of acc_t plus the base-coordinate table of bilinear.h (shared memory on CUDA):
+// workspace_size() values.
 //
 // Backward is the transposed linear map (every op is linear in x for fixed ω, brightness affine):
 // the transposed resamplings (gathers, see bilinear.h), the transposed crop/cutout/flip, then
@@ -39,11 +40,11 @@ struct ImageGeometry {
     return g;
   }
   DSA_HOST_DEVICE int hw() const { return H * W; }
-  DSA_HOST_DEVICE Affine<acc_t> scale(const Omega<acc_t>& o) const {
-    return Affine<acc_t>{o.scale_w, acc_t(0), acc_t(0), o.scale_h, H, W, align_corners};
+  DSA_HOST_DEVICE Affine<acc_t> scale(const Omega<acc_t>& o, const acc_t* base) const {
+    return Affine<acc_t>{o.scale_w, acc_t(0), acc_t(0), o.scale_h, H, W, align_corners, base};
   }
-  DSA_HOST_DEVICE Affine<acc_t> rotate(const Omega<acc_t>& o) const {
-    return Affine<acc_t>{o.cos, -o.sin, o.sin, o.cos, H, W, align_corners};
+  DSA_HOST_DEVICE Affine<acc_t> rotate(const Omega<acc_t>& o, const acc_t* base) const {
+    return Affine<acc_t>{o.cos, -o.sin, o.sin, o.cos, H, W, align_corners, base};
   }
   DSA_HOST_DEVICE bool in_cutout(const Omega<acc_t>& o, int p, int q) const {
     return has(kCutout) && p >= o.cut_top && p < o.cut_top + o.cut_h && q >= o.cut_left && q < o.cut_left + o.cut_w;
@@ -58,23 +59,25 @@ DSA_HOST_DEVICE DSA_INLINE void pointwise_pixel(const Src& x, const Dst& dst, co
   const bool cut = g.in_cutout(o, p, q1);
   const int a = g.has(kCrop) ? p + o.crop_h : p;
   const int b = g.has(kCrop) ? q1 + o.crop_w : q1;
+  const int64_t out = dst.pixel(p, q);
   if (a < 0 || a >= g.H || b < 0 || b >= g.W) {  // crop's zero fill
-    for (int c = 0; c < g.C; ++c) dst.set(c, p, q, acc_t(0));
+    for (int c = 0; c < g.C; ++c) dst.store(out, c, acc_t(0));
     return;
   }
+  const int64_t in = x.pixel(a, b);
   const acc_t shift = g.has(kBrightness) ? o.shift : acc_t(0);
   acc_t m = 0;
   if (g.has(kSaturation)) {
-    for (int c = 0; c < g.C; ++c) m += x.get(c, a, b) + shift;
+    for (int c = 0; c < g.C; ++c) m += x.load(in, c) + shift;
     m /= acc_t(g.C);
   }
   for (int c = 0; c < g.C; ++c) {
-    acc_t v = x.get(c, a, b) + shift;
+    acc_t v = x.load(in, c) + shift;
     if (g.has(kSaturation)) v = (v - m) * o.sat + m;
     if (g.has(kContrast)) v = (v - mu) * o.con + mu;
     // NB: cutout multiplies by 0 as the reference does, so NaN/Inf inside the box stay NaN.
     if (cut) v = v * acc_t(0);
-    dst.set(c, p, q, v);
+    dst.store(out, c, v);
   }
 }
 
@@ -84,18 +87,22 @@ DSA_HOST_DEVICE DSA_INLINE void pointwise_transpose_pixel(const Grad& gw, const 
                                                           const Omega<acc_t>& o, int a, int b) {
   const int p = g.has(kCrop) ? a - o.crop_h : a;
   const int q1 = g.has(kCrop) ? b - o.crop_w : b;
+  const int64_t out = dst.pixel(a, b);
   if (p < 0 || p >= g.H || q1 < 0 || q1 >= g.W) {
-    for (int c = 0; c < g.C; ++c) dst.set(c, a, b, acc_t(0));
+    for (int c = 0; c < g.C; ++c) dst.store(out, c, acc_t(0));
     return;
   }
   const bool cut = g.in_cutout(o, p, q1);
-  const int q = g.has(kFlip) && o.flip ? g.W - 1 - q1 : q1;
+  const int64_t in = gw.pixel(p, g.has(kFlip) && o.flip ? g.W - 1 - q1 : q1);
   for (int c = 0; c < g.C; ++c) {
-    acc_t v = gw.get(c, p, q);
+    acc_t v = gw.load(in, c);
     if (cut) v = v * acc_t(0);
-    dst.set(c, a, b, v);
+    dst.store(out, c, v);
   }
 }
+
+// acc_t values of workspace one image needs: two [C, H, W] planes and the base table.
+DSA_HOST_DEVICE inline int64_t workspace_size(int64_t C, int64_t H, int64_t W) { return 2 * C * H * W + H + W; }
 
 // Workspace planes: [C, H, W] contiguous acc_t.
 template <typename acc_t>
@@ -103,100 +110,137 @@ DSA_HOST_DEVICE DSA_INLINE View<acc_t, acc_t> plane(acc_t* ws, const ImageGeomet
   return View<acc_t, acc_t>{ws, static_cast<int64_t>(g.hw()), static_cast<int64_t>(g.W), 1};
 }
 
+// Calls f(i, j) for this worker's pixels (k = i W + j = begin, begin + stride, ...), stepping
+// (i, j) without a division per pixel.
+template <typename Exec, typename F>
+DSA_HOST_DEVICE DSA_INLINE void for_each_pixel(const Exec& ex, int H, int W, F&& f) {
+  const int first = ex.begin(), step = ex.stride();
+  const int di = step / W, dj = step - di * W;
+  int i = first / W, j = first - (first / W) * W;
+  while (i < H) {
+    f(i, j);
+    i += di;
+    j += dj;
+    if (j >= W) {
+      j -= W;
+      ++i;
+    }
+  }
+}
+
+// Fills the base-coordinate table of bilinear.h at ws[2 C H W ...] and returns it.
+template <typename Exec, typename acc_t>
+DSA_HOST_DEVICE const acc_t* fill_base_table(const Exec& ex, acc_t* ws, const ImageGeometry<acc_t>& g) {
+  acc_t* table = ws + 2 * g.C * g.hw();
+  for (int k = ex.begin(); k < g.W + g.H; k += ex.stride()) {
+    table[k] = k < g.W ? base_coordinate<acc_t>(k, g.W, g.align_corners)
+                       : base_coordinate<acc_t>(k - g.W, g.H, g.align_corners);
+  }
+  ex.sync();
+  return table;
+}
+
 template <typename Exec, typename acc_t, typename Src, typename Dst>
-DSA_HOST_DEVICE void resample_image(Exec& ex, const Src& src, const Dst& dst, const Affine<acc_t>& A,
+DSA_HOST_DEVICE void resample_image(const Exec& ex, const Src& src, const Dst& dst, const Affine<acc_t>& A,
                                     const ImageGeometry<acc_t>& g) {
-  for (int k = ex.begin(); k < g.hw(); k += ex.stride()) resample_pixel(src, dst, A, g.C, k / g.W, k % g.W);
+  for_each_pixel(ex, g.H, g.W, [&](int i, int j) { resample_pixel(src, dst, A, g.C, i, j); });
 }
 
 template <typename Exec, typename acc_t, typename Grad, typename Dst>
-DSA_HOST_DEVICE void resample_transpose_image(Exec& ex, const Grad& grad, const Dst& dst, const Affine<acc_t>& A,
-                                              const ImageGeometry<acc_t>& g) {
+DSA_HOST_DEVICE void resample_transpose_image(const Exec& ex, const Grad& grad, const Dst& dst,
+                                              const Affine<acc_t>& A, const ImageGeometry<acc_t>& g) {
   const AffineInverse<acc_t> inv = AffineInverse<acc_t>::of(A);
-  for (int k = ex.begin(); k < g.hw(); k += ex.stride())
-    resample_transpose_pixel(grad, dst, A, inv, g.C, k / g.W, k % g.W);
+  for_each_pixel(ex, g.H, g.W, [&](int r, int s) { resample_transpose_pixel(grad, dst, A, inv, g.C, r, s); });
 }
 
-// y = fused forward of x. ws: 2 C H W acc_t; scratch: the Exec's reduction scratch.
+// y = fused forward of x. ws: workspace_size(C, H, W) acc_t; scratch: the Exec's reduction scratch.
 template <typename Exec, typename acc_t, typename Src, typename Dst>
-DSA_HOST_DEVICE void augment_image(Exec& ex, const Src& x, const Dst& y, const ImageGeometry<acc_t>& call,
+DSA_HOST_DEVICE void augment_image(const Exec& ex, const Src& x, const Dst& y, const ImageGeometry<acc_t>& call,
                                    const Omega<acc_t>& o, acc_t* ws, acc_t* scratch) {
   const ImageGeometry<acc_t> g = call.for_sample(o);
   acc_t mu = 0;
   if (g.has(kContrast)) {
     acc_t part = 0;
-    const int n = g.C * g.hw();
-    for (int k = ex.begin(); k < n; k += ex.stride()) part += x.get(k / g.hw(), (k % g.hw()) / g.W, k % g.W);
-    mu = ex.sum(part, scratch) / acc_t(n) + (g.has(kBrightness) ? o.shift : acc_t(0));
+    for_each_pixel(ex, g.H, g.W, [&](int i, int j) {
+      const int64_t pix = x.pixel(i, j);
+      for (int c = 0; c < g.C; ++c) part += x.load(pix, c);
+    });
+    mu = ex.sum(part, scratch) / acc_t(g.C * g.hw()) + (g.has(kBrightness) ? o.shift : acc_t(0));
   }
   const bool scale = g.has(kScale), rotate = g.has(kRotate);
   if (!scale && !rotate) {
-    for (int k = ex.begin(); k < g.hw(); k += ex.stride()) pointwise_pixel(x, y, g, o, mu, k / g.W, k % g.W);
+    for_each_pixel(ex, g.H, g.W, [&](int i, int j) { pointwise_pixel(x, y, g, o, mu, i, j); });
     return;
   }
+  const acc_t* base = fill_base_table(ex, ws, g);
   const View<acc_t, acc_t> w = plane(ws, g), z = plane(ws + g.C * g.hw(), g);
-  for (int k = ex.begin(); k < g.hw(); k += ex.stride()) pointwise_pixel(x, w, g, o, mu, k / g.W, k % g.W);
+  for_each_pixel(ex, g.H, g.W, [&](int i, int j) { pointwise_pixel(x, w, g, o, mu, i, j); });
   ex.sync();
   if (scale && rotate) {
-    resample_image(ex, w, z, g.scale(o), g);
+    resample_image(ex, w, z, g.scale(o, base), g);
     ex.sync();
-    resample_image(ex, z, y, g.rotate(o), g);
+    resample_image(ex, z, y, g.rotate(o, base), g);
   } else {
-    resample_image(ex, w, y, scale ? g.scale(o) : g.rotate(o), g);
+    resample_image(ex, w, y, scale ? g.scale(o, base) : g.rotate(o, base), g);
   }
 }
 
 // Colour backward from the gradient gw of w, through the transposed pointwise ops. col: a free
 // workspace plane.
 template <typename Exec, typename acc_t, typename Grad, typename Dst>
-DSA_HOST_DEVICE void color_backward_image(Exec& ex, const Grad& gw, const View<acc_t, acc_t>& col, const Dst& dx,
-                                          const ImageGeometry<acc_t>& g, const Omega<acc_t>& o, acc_t* scratch) {
+DSA_HOST_DEVICE void color_backward_image(const Exec& ex, const Grad& gw, const View<acc_t, acc_t>& col,
+                                          const Dst& dx, const ImageGeometry<acc_t>& g, const Omega<acc_t>& o,
+                                          acc_t* scratch) {
   acc_t part = 0;
-  for (int k = ex.begin(); k < g.hw(); k += ex.stride()) {
-    const int a = k / g.W, b = k % g.W;
+  for_each_pixel(ex, g.H, g.W, [&](int a, int b) {
     pointwise_transpose_pixel(gw, col, g, o, a, b);
-    for (int c = 0; c < g.C; ++c) part += col.get(c, a, b);
-  }
+    const int64_t pix = col.pixel(a, b);
+    for (int c = 0; c < g.C; ++c) part += col.load(pix, c);
+  });
   const acc_t f = g.has(kSaturation) ? o.sat : acc_t(1);
   const acc_t kc = g.has(kContrast) ? o.con : acc_t(1);
   acc_t G = 0;
   if (g.has(kContrast)) G = ex.sum(part, scratch) / acc_t(g.C * g.hw());
   // Each worker reads back only the pixels it wrote above: no barrier needed.
-  for (int k = ex.begin(); k < g.hw(); k += ex.stride()) {
-    const int a = k / g.W, b = k % g.W;
+  for_each_pixel(ex, g.H, g.W, [&](int a, int b) {
+    const int64_t pix = col.pixel(a, b), out = dx.pixel(a, b);
     acc_t mc = 0;
     if (g.has(kSaturation)) {
-      for (int c = 0; c < g.C; ++c) mc += col.get(c, a, b);
+      for (int c = 0; c < g.C; ++c) mc += col.load(pix, c);
       mc /= acc_t(g.C);
     }
     for (int c = 0; c < g.C; ++c) {
-      acc_t v = col.get(c, a, b) * (f * kc);
+      acc_t v = col.load(pix, c) * (f * kc);
       if (g.has(kSaturation)) v += (acc_t(1) - f) * kc * mc;
       if (g.has(kContrast)) v += (acc_t(1) - kc) * G;
-      dx.set(c, a, b, v);
+      dx.store(out, c, v);
     }
-  }
+  });
 }
 
-// dx = transposed fused map applied to dy. ws: 2 C H W acc_t.
+// dx = transposed fused map applied to dy. ws: workspace_size(C, H, W) acc_t.
 template <typename Exec, typename acc_t, typename Grad, typename Dst>
-DSA_HOST_DEVICE void augment_backward_image(Exec& ex, const Grad& dy, const Dst& dx, const ImageGeometry<acc_t>& call,
-                                            const Omega<acc_t>& o, acc_t* ws, acc_t* scratch) {
+DSA_HOST_DEVICE void augment_backward_image(const Exec& ex, const Grad& dy, const Dst& dx,
+                                            const ImageGeometry<acc_t>& call, const Omega<acc_t>& o, acc_t* ws,
+                                            acc_t* scratch) {
   const ImageGeometry<acc_t> g = call.for_sample(o);
   const View<acc_t, acc_t> p0 = plane(ws, g), p1 = plane(ws + g.C * g.hw(), g);
   const bool scale = g.has(kScale), rotate = g.has(kRotate);
+  if (!scale && !rotate) {
+    color_backward_image(ex, dy, p0, dx, g, o, scratch);
+    return;
+  }
+  const acc_t* base = fill_base_table(ex, ws, g);
   if (scale && rotate) {
-    resample_transpose_image(ex, dy, p0, g.rotate(o), g);
+    resample_transpose_image(ex, dy, p0, g.rotate(o, base), g);
     ex.sync();
-    resample_transpose_image(ex, p0, p1, g.scale(o), g);
+    resample_transpose_image(ex, p0, p1, g.scale(o, base), g);
     ex.sync();
     color_backward_image(ex, p1, p0, dx, g, o, scratch);
-  } else if (scale || rotate) {
-    resample_transpose_image(ex, dy, p0, scale ? g.scale(o) : g.rotate(o), g);
+  } else {
+    resample_transpose_image(ex, dy, p0, scale ? g.scale(o, base) : g.rotate(o, base), g);
     ex.sync();
     color_backward_image(ex, p0, p1, dx, g, o, scratch);
-  } else {
-    color_backward_image(ex, dy, p0, dx, g, o, scratch);
   }
 }
 

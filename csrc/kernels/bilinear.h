@@ -17,18 +17,28 @@
 
 namespace dsa_fast {
 
-// One [C, H, W] image with element strides; T may be const. get/set convert to/from acc_t.
+// One [C, H, W] image with element strides; T may be const. Element (c, i, j) lives at
+// pixel(i, j) + c * sc; load/store convert to/from acc_t.
 template <typename T, typename acc_t>
 struct View {
   T* data;
   int64_t sc, sh, sw;
-  DSA_HOST_DEVICE DSA_INLINE acc_t get(int c, int i, int j) const {
-    return static_cast<acc_t>(data[c * sc + i * sh + j * sw]);
-  }
-  DSA_HOST_DEVICE DSA_INLINE void set(int c, int i, int j, acc_t v) const {
-    data[c * sc + i * sh + j * sw] = static_cast<T>(v);
-  }
+  DSA_HOST_DEVICE DSA_INLINE int64_t pixel(int i, int j) const { return i * sh + j * sw; }
+  DSA_HOST_DEVICE DSA_INLINE acc_t load(int64_t pix, int c) const { return static_cast<acc_t>(data[pix + c * sc]); }
+  DSA_HOST_DEVICE DSA_INLINE void store(int64_t pix, int c, acc_t v) const { data[pix + c * sc] = static_cast<T>(v); }
 };
+
+// floor() without a libm call on the host (baseline x86-64 has no rounding instruction); exact for
+// |v| < 2^62, far beyond any sample position.
+template <typename T>
+DSA_HOST_DEVICE DSA_INLINE T floor_fast(T v) {
+#ifdef __CUDA_ARCH__
+  return ::floor(v);
+#else
+  const T t = static_cast<T>(static_cast<long long>(v));
+  return t > v ? t - T(1) : t;
+#endif
+}
 
 // The four taps of a bilinear sample at (X, Y): columns x0, x0 + 1 with weights wx0, wx1, rows
 // y0, y0 + 1 with weights wy0, wy1. A tap's weight is wx * wy, as grid_sample forms it.
@@ -39,7 +49,7 @@ struct Taps {
 
   DSA_HOST_DEVICE DSA_INLINE static Taps at(acc_t X, acc_t Y) {
     Taps t;
-    const acc_t fx = ::floor(X), fy = ::floor(Y);
+    const acc_t fx = floor_fast(X), fy = floor_fast(Y);
     t.x0 = static_cast<int>(fx);
     t.y0 = static_cast<int>(fy);
     t.wx1 = X - fx;
@@ -50,32 +60,38 @@ struct Taps {
   }
 };
 
+// Normalised base coordinates of every column and row (affine_grid's base grid), computed once
+// per image into a table of W + H values: xn(j) = table[j], yn(i) = table[W + i].
+// NB: torch's own arithmetic (linspace from both ends, then * (size - 1) / size) so positions
+// agree with the reference to the last bit or so.
+template <typename acc_t>
+DSA_HOST_DEVICE DSA_INLINE acc_t base_coordinate(int k, int size, bool align_corners) {
+  if (size <= 1) return acc_t(0);
+  const acc_t step = acc_t(2) / acc_t(size - 1);
+  const acc_t lin = k < size / 2 ? acc_t(-1) + step * acc_t(k) : acc_t(1) - step * acc_t(size - k - 1);
+  return align_corners ? lin : lin * acc_t(size - 1) / acc_t(size);
+}
+
 template <typename acc_t>
 struct Affine {
   acc_t t00, t01, t10, t11;
   int H, W;
   bool align_corners;
+  const acc_t* base;  // the base-coordinate table (base_coordinate), W + H values
 
-  // NB: base and unnormalise follow torch's own arithmetic (linspace from both ends, then
-  // * (size - 1) / size; (g + 1) * size / 2 - 0.5) so positions agree to the last bit or so.
-  DSA_HOST_DEVICE DSA_INLINE acc_t base(int k, int size) const {
-    if (size <= 1) return acc_t(0);
-    const acc_t step = acc_t(2) / acc_t(size - 1);
-    const acc_t lin = k < size / 2 ? acc_t(-1) + step * acc_t(k) : acc_t(1) - step * acc_t(size - k - 1);
-    return align_corners ? lin : lin * acc_t(size - 1) / acc_t(size);
-  }
   DSA_HOST_DEVICE DSA_INLINE acc_t unnormalise(acc_t g, int size) const {
-    return align_corners ? (g + acc_t(1)) * (acc_t(size - 1) / acc_t(2))
-                         : (g + acc_t(1)) * (acc_t(size) / acc_t(2)) - acc_t(0.5);
+    return align_corners ? (g + acc_t(1)) * (acc_t(size - 1) * acc_t(0.5))
+                         : (g + acc_t(1)) * (acc_t(size) * acc_t(0.5)) - acc_t(0.5);
   }
   // Source location sampled by output pixel (i, j).
   DSA_HOST_DEVICE DSA_INLINE Taps<acc_t> taps(int i, int j) const {
-    const acc_t xn = base(j, W), yn = base(i, H);
+    const acc_t xn = base[j], yn = base[W + i];
     return Taps<acc_t>::at(unnormalise(t00 * xn + t01 * yn, W), unnormalise(t10 * xn + t11 * yn, H));
   }
 };
 
-// Resample every channel of src at output pixel (i, j) and store into dst.
+// Resample every channel of src at output pixel (i, j) and store into dst. Taps outside the image
+// are skipped (not multiplied by 0), as grid_sample does with zero padding.
 template <typename acc_t, typename Src, typename Dst>
 DSA_HOST_DEVICE DSA_INLINE void resample_pixel(const Src& src, const Dst& dst, const Affine<acc_t>& A,
                                                int C, int i, int j) {
@@ -83,13 +99,23 @@ DSA_HOST_DEVICE DSA_INLINE void resample_pixel(const Src& src, const Dst& dst, c
   const int H = A.H, W = A.W;
   const bool x0in = p.x0 >= 0 && p.x0 < W, x1in = p.x0 + 1 >= 0 && p.x0 + 1 < W;
   const bool y0in = p.y0 >= 0 && p.y0 < H, y1in = p.y0 + 1 >= 0 && p.y0 + 1 < H;
+  const acc_t w00 = p.wx0 * p.wy0, w01 = p.wx1 * p.wy0, w10 = p.wx0 * p.wy1, w11 = p.wx1 * p.wy1;
+  const int64_t o00 = src.pixel(p.y0, p.x0), o01 = o00 + src.sw, o10 = o00 + src.sh, o11 = o10 + src.sw;
+  const int64_t out = dst.pixel(i, j);
+  if (x0in && x1in && y0in && y1in) {  // the common case: no per-tap checks
+    for (int c = 0; c < C; ++c) {
+      dst.store(out, c, src.load(o00, c) * w00 + src.load(o01, c) * w01 + src.load(o10, c) * w10 +
+                            src.load(o11, c) * w11);
+    }
+    return;
+  }
   for (int c = 0; c < C; ++c) {
     acc_t v = 0;
-    if (y0in && x0in) v += src.get(c, p.y0, p.x0) * (p.wx0 * p.wy0);
-    if (y0in && x1in) v += src.get(c, p.y0, p.x0 + 1) * (p.wx1 * p.wy0);
-    if (y1in && x0in) v += src.get(c, p.y0 + 1, p.x0) * (p.wx0 * p.wy1);
-    if (y1in && x1in) v += src.get(c, p.y0 + 1, p.x0 + 1) * (p.wx1 * p.wy1);
-    dst.set(c, i, j, v);
+    if (y0in && x0in) v += src.load(o00, c) * w00;
+    if (y0in && x1in) v += src.load(o01, c) * w01;
+    if (y1in && x0in) v += src.load(o10, c) * w10;
+    if (y1in && x1in) v += src.load(o11, c) * w11;
+    dst.store(out, c, v);
   }
 }
 
@@ -168,8 +194,8 @@ struct AffineInverse {
     // NB: 0.01 px of slack covers the float32 rounding of the forward positions; candidates
     // whose taps miss (r, s) are rejected exactly below, so extra ones cost time only.
     const double eps = 0.01;
-    const double lo_i = ::ceil(imin - eps), hi_i = ::floor(imax + eps);
-    const double lo_j = ::ceil(jmin - eps), hi_j = ::floor(jmax + eps);
+    const double lo_i = -floor_fast(-(imin - eps)), hi_i = floor_fast(imax + eps);
+    const double lo_j = -floor_fast(-(jmin - eps)), hi_j = floor_fast(jmax + eps);
     b.i0 = lo_i > 0 ? static_cast<int>(lo_i) : 0;
     b.i1 = hi_i < H - 1 ? static_cast<int>(hi_i) : H - 1;
     b.j0 = lo_j > 0 ? static_cast<int>(lo_j) : 0;
@@ -183,7 +209,8 @@ struct AffineInverse {
 template <typename acc_t, typename Grad, typename Dst>
 DSA_HOST_DEVICE DSA_INLINE void resample_transpose_pixel(const Grad& g, const Dst& dst, const Affine<acc_t>& A,
                                                          const AffineInverse<acc_t>& inv, int C, int r, int s) {
-  for (int c = 0; c < C; ++c) dst.set(c, r, s, acc_t(0));
+  const int64_t out = dst.pixel(r, s);
+  for (int c = 0; c < C; ++c) dst.store(out, c, acc_t(0));
   const CandidateBox b = inv.box(r, s);
   for (int i = b.i0; i <= b.i1; ++i) {
     for (int j = b.j0; j <= b.j1; ++j) {
@@ -196,7 +223,8 @@ DSA_HOST_DEVICE DSA_INLINE void resample_transpose_pixel(const Grad& g, const Ds
       else if (p.y0 + 1 == r) wy = p.wy1;
       else continue;
       const acc_t w = wx * wy;
-      for (int c = 0; c < C; ++c) dst.set(c, r, s, dst.get(c, r, s) + g.get(c, i, j) * w);
+      const int64_t in = g.pixel(i, j);
+      for (int c = 0; c < C; ++c) dst.store(out, c, dst.load(out, c) + g.load(in, c) * w);
     }
   }
 }
