@@ -59,22 +59,27 @@ DSA_HOST_DEVICE DSA_INLINE void pointwise_pixel(const Src& x, const Dst& dst, co
   const bool cut = g.in_cutout(o, p, q1);
   const int a = g.has(kCrop) ? p + o.crop_h : p;
   const int b = g.has(kCrop) ? q1 + o.crop_w : q1;
-  const int64_t out = dst.pixel(p, q);
+  const int C = g.C;
+  const auto out = dst.pixel(p, q);
   if (a < 0 || a >= g.H || b < 0 || b >= g.W) {  // crop's zero fill
-    for (int c = 0; c < g.C; ++c) dst.store(out, c, acc_t(0));
+    for (int c = 0; c < C; ++c) dst.store(out, c, acc_t(0));
     return;
   }
-  const int64_t in = x.pixel(a, b);
+  // NB: locals, not reads through o and g: stores to dst could alias them as far as the
+  // compiler knows, which would force a reload per channel.
+  const bool sat = g.has(kSaturation), con = g.has(kContrast);
   const acc_t shift = g.has(kBrightness) ? o.shift : acc_t(0);
+  const acc_t f = o.sat, k = o.con;
+  const auto in = x.pixel(a, b);
   acc_t m = 0;
-  if (g.has(kSaturation)) {
-    for (int c = 0; c < g.C; ++c) m += x.load(in, c) + shift;
-    m /= acc_t(g.C);
+  if (sat) {
+    for (int c = 0; c < C; ++c) m += x.load(in, c) + shift;
+    m /= acc_t(C);
   }
-  for (int c = 0; c < g.C; ++c) {
+  for (int c = 0; c < C; ++c) {
     acc_t v = x.load(in, c) + shift;
-    if (g.has(kSaturation)) v = (v - m) * o.sat + m;
-    if (g.has(kContrast)) v = (v - mu) * o.con + mu;
+    if (sat) v = (v - m) * f + m;
+    if (con) v = (v - mu) * k + mu;
     // NB: cutout multiplies by 0 as the reference does, so NaN/Inf inside the box stay NaN.
     if (cut) v = v * acc_t(0);
     dst.store(out, c, v);
@@ -87,13 +92,13 @@ DSA_HOST_DEVICE DSA_INLINE void pointwise_transpose_pixel(const Grad& gw, const 
                                                           const Omega<acc_t>& o, int a, int b) {
   const int p = g.has(kCrop) ? a - o.crop_h : a;
   const int q1 = g.has(kCrop) ? b - o.crop_w : b;
-  const int64_t out = dst.pixel(a, b);
+  const auto out = dst.pixel(a, b);
   if (p < 0 || p >= g.H || q1 < 0 || q1 >= g.W) {
     for (int c = 0; c < g.C; ++c) dst.store(out, c, acc_t(0));
     return;
   }
   const bool cut = g.in_cutout(o, p, q1);
-  const int64_t in = gw.pixel(p, g.has(kFlip) && o.flip ? g.W - 1 - q1 : q1);
+  const auto in = gw.pixel(p, g.has(kFlip) && o.flip ? g.W - 1 - q1 : q1);
   for (int c = 0; c < g.C; ++c) {
     acc_t v = gw.load(in, c);
     if (cut) v = v * acc_t(0);
@@ -106,8 +111,8 @@ DSA_HOST_DEVICE inline int64_t workspace_size(int64_t C, int64_t H, int64_t W) {
 
 // Workspace planes: [C, H, W] contiguous acc_t.
 template <typename acc_t>
-DSA_HOST_DEVICE DSA_INLINE View<acc_t, acc_t> plane(acc_t* ws, const ImageGeometry<acc_t>& g) {
-  return View<acc_t, acc_t>{ws, static_cast<int64_t>(g.hw()), static_cast<int64_t>(g.W), 1};
+DSA_HOST_DEVICE DSA_INLINE Plane<acc_t> plane(acc_t* ws, const ImageGeometry<acc_t>& g) {
+  return Plane<acc_t>{ws, g.hw(), g.W};
 }
 
 // Calls f(i, j) for this worker's pixels (k = i W + j = begin, begin + stride, ...), stepping
@@ -162,7 +167,7 @@ DSA_HOST_DEVICE void augment_image(const Exec& ex, const Src& x, const Dst& y, c
   if (g.has(kContrast)) {
     acc_t part = 0;
     for_each_pixel(ex, g.H, g.W, [&](int i, int j) {
-      const int64_t pix = x.pixel(i, j);
+      const auto pix = x.pixel(i, j);
       for (int c = 0; c < g.C; ++c) part += x.load(pix, c);
     });
     mu = ex.sum(part, scratch) / acc_t(g.C * g.hw()) + (g.has(kBrightness) ? o.shift : acc_t(0));
@@ -173,7 +178,7 @@ DSA_HOST_DEVICE void augment_image(const Exec& ex, const Src& x, const Dst& y, c
     return;
   }
   const acc_t* base = fill_base_table(ex, ws, g);
-  const View<acc_t, acc_t> w = plane(ws, g), z = plane(ws + g.C * g.hw(), g);
+  const Plane<acc_t> w = plane(ws, g), z = plane(ws + g.C * g.hw(), g);
   for_each_pixel(ex, g.H, g.W, [&](int i, int j) { pointwise_pixel(x, w, g, o, mu, i, j); });
   ex.sync();
   if (scale && rotate) {
@@ -188,31 +193,36 @@ DSA_HOST_DEVICE void augment_image(const Exec& ex, const Src& x, const Dst& y, c
 // Colour backward from the gradient gw of w, through the transposed pointwise ops. col: a free
 // workspace plane.
 template <typename Exec, typename acc_t, typename Grad, typename Dst>
-DSA_HOST_DEVICE void color_backward_image(const Exec& ex, const Grad& gw, const View<acc_t, acc_t>& col,
+DSA_HOST_DEVICE void color_backward_image(const Exec& ex, const Grad& gw, const Plane<acc_t>& col,
                                           const Dst& dx, const ImageGeometry<acc_t>& g, const Omega<acc_t>& o,
                                           acc_t* scratch) {
   acc_t part = 0;
   for_each_pixel(ex, g.H, g.W, [&](int a, int b) {
     pointwise_transpose_pixel(gw, col, g, o, a, b);
-    const int64_t pix = col.pixel(a, b);
+    const auto pix = col.pixel(a, b);
     for (int c = 0; c < g.C; ++c) part += col.load(pix, c);
   });
-  const acc_t f = g.has(kSaturation) ? o.sat : acc_t(1);
-  const acc_t kc = g.has(kContrast) ? o.con : acc_t(1);
+  const bool sat = g.has(kSaturation), con = g.has(kContrast);
+  const acc_t f = sat ? o.sat : acc_t(1);
+  const acc_t kc = con ? o.con : acc_t(1);
+  const int C = g.C;
   acc_t G = 0;
-  if (g.has(kContrast)) G = ex.sum(part, scratch) / acc_t(g.C * g.hw());
+  if (con) G = ex.sum(part, scratch) / acc_t(C * g.hw());
+  // dx_c = f k g_c + (1 - f) k mean_c(g) + (1 - k) G, with the constants folded once.
+  const acc_t a_g = f * kc, a_m = (acc_t(1) - f) * kc, a_G = (acc_t(1) - kc) * G;
   // Each worker reads back only the pixels it wrote above: no barrier needed.
   for_each_pixel(ex, g.H, g.W, [&](int a, int b) {
-    const int64_t pix = col.pixel(a, b), out = dx.pixel(a, b);
+    const auto pix = col.pixel(a, b);
+    const auto out = dx.pixel(a, b);
     acc_t mc = 0;
-    if (g.has(kSaturation)) {
-      for (int c = 0; c < g.C; ++c) mc += col.load(pix, c);
-      mc /= acc_t(g.C);
+    if (sat) {
+      for (int c = 0; c < C; ++c) mc += col.load(pix, c);
+      mc /= acc_t(C);
     }
-    for (int c = 0; c < g.C; ++c) {
-      acc_t v = col.load(pix, c) * (f * kc);
-      if (g.has(kSaturation)) v += (acc_t(1) - f) * kc * mc;
-      if (g.has(kContrast)) v += (acc_t(1) - kc) * G;
+    for (int c = 0; c < C; ++c) {
+      acc_t v = col.load(pix, c) * a_g;
+      if (sat) v += a_m * mc;
+      if (con) v += a_G;
       dx.store(out, c, v);
     }
   });
@@ -224,7 +234,7 @@ DSA_HOST_DEVICE void augment_backward_image(const Exec& ex, const Grad& dy, cons
                                             const ImageGeometry<acc_t>& call, const Omega<acc_t>& o, acc_t* ws,
                                             acc_t* scratch) {
   const ImageGeometry<acc_t> g = call.for_sample(o);
-  const View<acc_t, acc_t> p0 = plane(ws, g), p1 = plane(ws + g.C * g.hw(), g);
+  const Plane<acc_t> p0 = plane(ws, g), p1 = plane(ws + g.C * g.hw(), g);
   const bool scale = g.has(kScale), rotate = g.has(kRotate);
   if (!scale && !rotate) {
     color_backward_image(ex, dy, p0, dx, g, o, scratch);

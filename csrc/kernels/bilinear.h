@@ -17,15 +17,29 @@
 
 namespace dsa_fast {
 
-// One [C, H, W] image with element strides; T may be const. Element (c, i, j) lives at
-// pixel(i, j) + c * sc; load/store convert to/from acc_t.
+// One [C, H, W] image with element strides (an input or output tensor); T may be const. Element
+// (c, i, j) lives at pixel(i, j) + c * sc; load/store convert to/from acc_t.
 template <typename T, typename acc_t>
 struct View {
   T* data;
   int64_t sc, sh, sw;
   DSA_HOST_DEVICE DSA_INLINE int64_t pixel(int i, int j) const { return i * sh + j * sw; }
+  DSA_HOST_DEVICE DSA_INLINE int64_t step_i() const { return sh; }
+  DSA_HOST_DEVICE DSA_INLINE int64_t step_j() const { return sw; }
   DSA_HOST_DEVICE DSA_INLINE acc_t load(int64_t pix, int c) const { return static_cast<acc_t>(data[pix + c * sc]); }
   DSA_HOST_DEVICE DSA_INLINE void store(int64_t pix, int c, acc_t v) const { data[pix + c * sc] = static_cast<T>(v); }
+};
+
+// A workspace image: [C, H, W] contiguous acc_t, with 32-bit offsets.
+template <typename acc_t>
+struct Plane {
+  acc_t* data;
+  int hw, w;
+  DSA_HOST_DEVICE DSA_INLINE int pixel(int i, int j) const { return i * w + j; }
+  DSA_HOST_DEVICE DSA_INLINE int step_i() const { return w; }
+  DSA_HOST_DEVICE DSA_INLINE int step_j() const { return 1; }
+  DSA_HOST_DEVICE DSA_INLINE acc_t load(int pix, int c) const { return data[pix + c * hw]; }
+  DSA_HOST_DEVICE DSA_INLINE void store(int pix, int c, acc_t v) const { data[pix + c * hw] = v; }
 };
 
 // floor() without a libm call on the host (baseline x86-64 has no rounding instruction); exact for
@@ -100,8 +114,9 @@ DSA_HOST_DEVICE DSA_INLINE void resample_pixel(const Src& src, const Dst& dst, c
   const bool x0in = p.x0 >= 0 && p.x0 < W, x1in = p.x0 + 1 >= 0 && p.x0 + 1 < W;
   const bool y0in = p.y0 >= 0 && p.y0 < H, y1in = p.y0 + 1 >= 0 && p.y0 + 1 < H;
   const acc_t w00 = p.wx0 * p.wy0, w01 = p.wx1 * p.wy0, w10 = p.wx0 * p.wy1, w11 = p.wx1 * p.wy1;
-  const int64_t o00 = src.pixel(p.y0, p.x0), o01 = o00 + src.sw, o10 = o00 + src.sh, o11 = o10 + src.sw;
-  const int64_t out = dst.pixel(i, j);
+  const auto o00 = src.pixel(p.y0, p.x0);
+  const auto o01 = o00 + src.step_j(), o10 = o00 + src.step_i(), o11 = o10 + src.step_j();
+  const auto out = dst.pixel(i, j);
   if (x0in && x1in && y0in && y1in) {  // the common case: no per-tap checks
     for (int c = 0; c < C; ++c) {
       dst.store(out, c, src.load(o00, c) * w00 + src.load(o01, c) * w01 + src.load(o10, c) * w10 +
@@ -128,8 +143,9 @@ struct CandidateBox {
 
 template <typename acc_t>
 struct AffineInverse {
-  // Pixel-space map of Affine::taps: (X, Y) = M (j, i) + c. Stores M^-1 and c.
-  double m00, m01, m10, m11, cx, cy;
+  // Pixel-space map of Affine::taps: (X, Y) = M (j, i) + c. Stores M^-1, c, and the half-extents
+  // (ej, ei) of the preimage of a 2 x 2 pixel square.
+  double m00, m01, m10, m11, cx, cy, ej, ei;
   bool invertible;
   int H, W;
 
@@ -137,7 +153,7 @@ struct AffineInverse {
     AffineInverse inv;
     inv.H = A.H;
     inv.W = A.W;
-    // xn(j) = ax j + bx, X = kx gx + lx (likewise for y), from Affine::base / unnormalise.
+    // xn(j) = ax j + bx, X = kx gx + lx (likewise for y), from base_coordinate / unnormalise.
     double ax, bx, ay, by, kx, lx, ky, ly;
     if (A.align_corners) {
       ax = A.W > 1 ? 2.0 / (A.W - 1) : 0.0;
@@ -166,40 +182,33 @@ struct AffineInverse {
     const double det = M00 * M11 - M01 * M10;
     // A single row or column has no meaningful slope: search the whole (tiny) image.
     inv.invertible = ::fabs(det) > 1e-12 && A.H > 1 && A.W > 1;
+    inv.m00 = inv.m01 = inv.m10 = inv.m11 = inv.ej = inv.ei = 0.0;
     if (inv.invertible) {
       inv.m00 = M11 / det;
       inv.m01 = -M01 / det;
       inv.m10 = -M10 / det;
       inv.m11 = M00 / det;
-    } else {
-      inv.m00 = inv.m01 = inv.m10 = inv.m11 = 0.0;
+      // NB: 0.01 px of slack covers the float rounding of the forward positions; candidates
+      // whose taps miss the pixel are rejected exactly, so extra ones cost time only.
+      inv.ej = ::fabs(inv.m00) + ::fabs(inv.m01) + 0.01;
+      inv.ei = ::fabs(inv.m10) + ::fabs(inv.m11) + 0.01;
     }
     return inv;
   }
 
+  // The output pixels whose taps can reach source pixel (r, s): a tap at column s needs
+  // X in [s - 1, s + 1), so take the bounding box of that square's preimage.
   DSA_HOST_DEVICE DSA_INLINE CandidateBox box(int r, int s) const {
     CandidateBox b{0, H - 1, 0, W - 1};
     if (!invertible) return b;
-    double jmin = 1e300, jmax = -1e300, imin = 1e300, imax = -1e300;
-    for (int cr = -1; cr <= 1; cr += 2) {
-      for (int cs = -1; cs <= 1; cs += 2) {
-        const double X = s + cs - cx, Y = r + cr - cy;
-        const double j = m00 * X + m01 * Y, i = m10 * X + m11 * Y;
-        jmin = j < jmin ? j : jmin;
-        jmax = j > jmax ? j : jmax;
-        imin = i < imin ? i : imin;
-        imax = i > imax ? i : imax;
-      }
-    }
-    // NB: 0.01 px of slack covers the float32 rounding of the forward positions; candidates
-    // whose taps miss (r, s) are rejected exactly below, so extra ones cost time only.
-    const double eps = 0.01;
-    const double lo_i = -floor_fast(-(imin - eps)), hi_i = floor_fast(imax + eps);
-    const double lo_j = -floor_fast(-(jmin - eps)), hi_j = floor_fast(jmax + eps);
-    b.i0 = lo_i > 0 ? static_cast<int>(lo_i) : 0;
-    b.i1 = hi_i < H - 1 ? static_cast<int>(hi_i) : H - 1;
-    b.j0 = lo_j > 0 ? static_cast<int>(lo_j) : 0;
-    b.j1 = hi_j < W - 1 ? static_cast<int>(hi_j) : W - 1;
+    const double X = s - cx, Y = r - cy;
+    const double jc = m00 * X + m01 * Y, ic = m10 * X + m11 * Y;
+    const int lo_j = static_cast<int>(-floor_fast(-(jc - ej))), hi_j = static_cast<int>(floor_fast(jc + ej));
+    const int lo_i = static_cast<int>(-floor_fast(-(ic - ei))), hi_i = static_cast<int>(floor_fast(ic + ei));
+    b.j0 = lo_j > 0 ? lo_j : 0;
+    b.j1 = hi_j < W - 1 ? hi_j : W - 1;
+    b.i0 = lo_i > 0 ? lo_i : 0;
+    b.i1 = hi_i < H - 1 ? hi_i : H - 1;
     return b;
   }
 };
@@ -209,21 +218,27 @@ struct AffineInverse {
 template <typename acc_t, typename Grad, typename Dst>
 DSA_HOST_DEVICE DSA_INLINE void resample_transpose_pixel(const Grad& g, const Dst& dst, const Affine<acc_t>& A,
                                                          const AffineInverse<acc_t>& inv, int C, int r, int s) {
-  const int64_t out = dst.pixel(r, s);
+  const auto out = dst.pixel(r, s);
   for (int c = 0; c < C; ++c) dst.store(out, c, acc_t(0));
   const CandidateBox b = inv.box(r, s);
   for (int i = b.i0; i <= b.i1; ++i) {
+    const acc_t yn = A.base[A.W + i];
     for (int j = b.j0; j <= b.j1; ++j) {
-      const Taps<acc_t> p = A.taps(i, j);
-      acc_t wx, wy;
-      if (p.x0 == s) wx = p.wx0;
-      else if (p.x0 + 1 == s) wx = p.wx1;
-      else continue;
-      if (p.y0 == r) wy = p.wy0;
-      else if (p.y0 + 1 == r) wy = p.wy1;
-      else continue;
+      // The same arithmetic as Affine::taps, column first so most misses exit early.
+      const acc_t xn = A.base[j];
+      const acc_t X = A.unnormalise(A.t00 * xn + A.t01 * yn, A.W);
+      const acc_t fx = floor_fast(X);
+      const int x0 = static_cast<int>(fx);
+      if (x0 != s && x0 + 1 != s) continue;
+      const acc_t Y = A.unnormalise(A.t10 * xn + A.t11 * yn, A.H);
+      const acc_t fy = floor_fast(Y);
+      const int y0 = static_cast<int>(fy);
+      if (y0 != r && y0 + 1 != r) continue;
+      const acc_t wx1 = X - fx, wy1 = Y - fy;
+      const acc_t wx = x0 == s ? acc_t(1) - wx1 : wx1;
+      const acc_t wy = y0 == r ? acc_t(1) - wy1 : wy1;
       const acc_t w = wx * wy;
-      const int64_t in = g.pixel(i, j);
+      const auto in = g.pixel(i, j);
       for (int c = 0; c < C; ++c) dst.store(out, c, dst.load(out, c) + g.load(in, c) * w);
     }
   }
