@@ -37,13 +37,12 @@ def _extensions():
             "and set CUDA_HOME (e.g. /usr/local/cuda)"
         )
     cxx = ["-O3", "-g0"]
-    nvcc = ["-O3", "--expt-relaxed-constexpr"]
+    nvcc = ["-O3"]
     include_dirs = []
     if with_cuda:
         # The toolkit may lack headers that torch's CUDA headers include (cuBLAS, ...); the pip
         # wheels of those libraries carry them.
         site = os.path.dirname(os.path.dirname(torch.__file__))
-        include_dirs += sorted(glob.glob(os.path.join(site, "nvidia", "cu*", "include")))
         include_dirs += sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
