@@ -1,0 +1,239 @@
+"""``python -m dsa_fast.condense`` / ``dsa-condense`` and ``python -m dsa_fast.evaluate``: the only
+place that parses argv.
+
+With neither --dataset nor --data-path the command runs the embedded main job
+(``config.main_job_config``: the MNIST subset shipped in the package, ipc 1, reduced counts); any
+other flag given then overrides that preset. With either of them it starts from the published
+defaults (``CondenseConfig``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+
+from .. import ParamDiffAug
+from .checkpoint import CheckpointError, atomic_write_bytes
+from .config import (DATASETS, DIS_METRICS, INITS, PUBLISHED_STRATEGY, CondenseConfig, check_device, default_device,
+                     default_out, load_config, main_job_config, resolve)
+from .data import INFO, DatasetError, load_tensors
+from .evaluate import evaluate_set, mean_std, random_real_subset
+from .loop import RunDirError, condense
+
+_HELP: Dict[str, str] = {
+    "dataset": "dataset to condense",
+    "data_path": "root folder of the dataset files in torchvision's layout (e.g. <root>/MNIST/raw/*.gz)",
+    "ipc": "synthetic images per class",
+    "outer_loop": "outer loops per iteration",
+    "inner_loop": "network epochs per outer loop",
+    "iterations": "condensation iterations",
+    "init": "initial synthetic images: N(0,1) noise or random real images",
+    "strategy": "DSA strategy ('none': no augmentation)",
+    "dis_metric": "gradient distance",
+    "lr_img": "learning rate of the synthetic images (SGD, momentum 0.5)",
+    "lr_net": "learning rate of the network (matching and evaluation)",
+    "batch_real": "real images per class per outer loop",
+    "batch_train": "batch size for training networks on the synthetic set",
+    "model": "network: ConvNet, ConvNetW<k>, ConvNetD<k>, ConvNetAS/AR/AL, ConvNetNN/BN/LN/IN/GN, ConvNetNP/MP/AP",
+    "eval_every": "evaluate before iterations 0, k, 2k, ... and after the last (0: after the last only)",
+    "eval_models": "networks trained per evaluation (0: no evaluation)",
+    "eval_epochs": "epochs per evaluation network (trains epochs+1 passes, as the official code)",
+    "device": "torch device",
+    "seed": "seed of every random stream of the run",
+    "out": "output folder",
+    "checkpoint_every": "write a checkpoint every this many iterations",
+    "log_every": "loss/ETA line (or progress bar update) every this many iterations",
+}
+_CHOICES = {"dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS}
+_TYPES = {"ipc": int, "outer_loop": int, "inner_loop": int, "iterations": int, "lr_img": float, "lr_net": float,
+          "batch_real": int, "batch_train": int, "eval_every": int, "eval_models": int, "eval_epochs": int,
+          "seed": int, "checkpoint_every": int, "log_every": int}
+
+
+# What a None default means, per setting.
+_DERIVED = {
+    "data_path": "the embedded MNIST subset",
+    "outer_loop": "the published value for --ipc 1/10/20/30/40/50",
+    "inner_loop": "the published value for --ipc 1/10/20/30/40/50",
+    "strategy": "the published one for the dataset",
+    "device": "cuda if available, else cpu",
+    "out": "runs/<dataset>-ipc<ipc>-seed<seed>, made unique",
+}
+
+
+def _show(name: str, v: Any) -> str:
+    return _DERIVED[name] if v is None else str(v)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    published, job = CondenseConfig(), main_job_config()
+    p = argparse.ArgumentParser(
+        prog="python -m dsa_fast.condense",
+        description="Dataset condensation by gradient matching with Differentiable Siamese Augmentation "
+                    "(Zhao & Bilen, ICML 2021). With neither --dataset nor --data-path: the embedded main job "
+                    "(a small MNIST subset shipped in the package, ipc 1, reduced counts).",
+        epilog="Defaults: the published settings (any run with --dataset or --data-path); 'main job': the preset used "
+               "with neither, where it differs. Outputs and resume: docs/condense.md.",
+    )
+    for f in dataclasses.fields(CondenseConfig):
+        a, b = getattr(published, f.name), getattr(job, f.name)
+        default = f"default: {_show(f.name, a)}" + ("" if a == b else f"; main job: {_show(f.name, b)}")
+        kw: Dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{_HELP[f.name]} ({default})"}
+        if f.name in _CHOICES:
+            kw["choices"] = _CHOICES[f.name]
+        if f.name in _TYPES:
+            kw["type"] = _TYPES[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, metavar=None if f.name in _CHOICES else f.name.upper(), **kw)
+    p.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
+                   help="continue the run in RUN_DIR from its last checkpoint (settings come from "
+                        "RUN_DIR/config.json; only --device may be given with it)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="tqdm progress bar (default: when stderr is a terminal; else plain log lines)")
+    return p
+
+
+def _unique_out(path: str) -> str:
+    if not os.path.exists(path):
+        return path
+    k = 2
+    while os.path.exists(f"{path}-{k}"):
+        k += 1
+    return f"{path}-{k}"
+
+
+def config_from_args(given: Dict[str, Any]) -> CondenseConfig:
+    """The run configuration for the flags actually given (others keep the preset's values)."""
+    main_job = "dataset" not in given and "data_path" not in given
+    base = main_job_config() if main_job else CondenseConfig()
+    cfg = base.replace(**given)
+    if "out" not in given:
+        cfg = cfg.replace(out=_unique_out(default_out(resolve(cfg))))
+    return cfg
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    given = vars(args)
+    progress = given.pop("progress")
+    resume_dir = given.pop("resume", None)
+    try:
+        if resume_dir is not None:
+            extra = sorted(set(given) - {"device"})
+            if extra:
+                parser.error(f"--resume takes the settings from {resume_dir}/config.json; drop "
+                             + ", ".join("--" + k.replace("_", "-") for k in extra))
+            config_path = os.path.join(resume_dir, "config.json")
+            if not os.path.isfile(config_path):
+                raise RunDirError(f"cannot resume: {config_path} does not exist (not a dsa_fast.condense run folder)")
+            cfg = load_config(config_path).replace(out=resume_dir)
+            if "device" in given:
+                cfg = cfg.replace(device=given["device"])
+            result = condense(cfg, resume=True, progress=progress)
+        else:
+            result = condense(config_from_args(given), progress=progress)
+    except (DatasetError, CheckpointError, RunDirError, ValueError) as e:
+        print(f"dsa_fast.condense: error: {e}", file=sys.stderr)
+        return 1
+    s = result.summary
+    if s.get("accuracy_mean") is not None:
+        print(
+            f"{s['dataset']} ipc {s['ipc']}, {s['iterations']} iterations, {s['eval_models']} models x "
+            f"{s['eval_epochs']} epochs: condensed {100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f} %"
+            f"  vs  random real {100 * s['baseline_mean']:.2f} ± {100 * s['baseline_std']:.2f} %"
+            f"  ({s['wall_seconds']:.0f} s; outputs in {result.out})"
+        )
+    else:
+        print(f"condensed set written to {result.out} (no evaluation)")
+    return 0
+
+
+# -- python -m dsa_fast.evaluate ----------------------------------------------------------------
+
+
+def build_evaluate_parser() -> argparse.ArgumentParser:
+    d = CondenseConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m dsa_fast.evaluate",
+        description="Evaluate a synthetic set (synthetic.pt of a dsa_fast.condense run) as in DSA: fresh "
+                    "networks trained on it with per-sample DSA augmentation, tested without augmentation.",
+    )
+    p.add_argument("synthetic", help="path to synthetic.pt")
+    p.add_argument("--data-path", default=None,
+                   help="root of the test data (torchvision layout); default: the run's own data "
+                        "(its --data-path, or the embedded MNIST subset if it used that)")
+    p.add_argument("--eval-models", type=int, default=d.eval_models, help=f"networks to train (default {d.eval_models})")
+    p.add_argument("--eval-epochs", type=int, default=d.eval_epochs,
+                   help=f"training epochs; trains epochs+1 passes as the official code (default {d.eval_epochs})")
+    p.add_argument("--model", default=None, help="network (default: the run's model)")
+    p.add_argument("--strategy", default=None, help="DSA strategy (default: the run's strategy)")
+    p.add_argument("--lr-net", type=float, default=d.lr_net, help=f"learning rate (default {d.lr_net})")
+    p.add_argument("--batch-train", type=int, default=d.batch_train, help=f"batch size (default {d.batch_train})")
+    p.add_argument("--baseline", action="store_true",
+                   help="also evaluate the same number of random real images per class")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the evaluation streams (default: the run's --seed, which reproduces its numbers)")
+    p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    return p
+
+
+def evaluate_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m dsa_fast.evaluate``."""
+    args = build_evaluate_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result, line = _evaluate_command(args)
+    except (DatasetError, ValueError) as e:
+        print(f"dsa_fast.evaluate: error: {e}", file=sys.stderr)
+        return 1
+    print(line)
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
+    return 0
+
+
+def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
+    try:
+        syn = torch.load(args.synthetic, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read {args.synthetic}: {e}") from e
+    if not isinstance(syn, dict) or not {"images", "labels", "dataset"} <= set(syn) or syn["dataset"] not in INFO:
+        raise ValueError(f"{args.synthetic} is not a dsa_fast synthetic set (synthetic.pt of a dsa_fast.condense run)")
+    dataset = syn["dataset"]
+    data_path = args.data_path
+    if data_path is None:
+        data_path = None if syn.get("data_source") == "embedded" else syn.get("data_path") or "data"
+    device = args.device or default_device()
+    check_device(device)
+    test = load_tensors(dataset, data_path, "test", device)
+    model = args.model or syn.get("model", "ConvNet")
+    strategy = args.strategy if args.strategy is not None else syn.get("strategy", PUBLISHED_STRATEGY[dataset])
+    seed = args.seed if args.seed is not None else int(syn.get("seed", 0))
+    kw = dict(n_models=args.eval_models, seed=seed, model=model, epochs=args.eval_epochs, lr=args.lr_net,
+              batch_train=args.batch_train, strategy=strategy, param=ParamDiffAug())
+    accs = evaluate_set(syn["images"].to(device), syn["labels"].to(device), test, **kw)
+    m, s = mean_std(accs)
+    result = {"synthetic": args.synthetic, "dataset": dataset, "model": model, "eval_models": args.eval_models,
+              "eval_epochs": args.eval_epochs, "seed": seed, "accuracy_mean": m, "accuracy_std": s,
+              "accuracies": accs}
+    line = f"{dataset} {model}: synthetic set {100 * m:.2f} ± {100 * s:.2f} % over {len(accs)} models" if accs \
+        else "no models evaluated"
+    if args.baseline:
+        train = load_tensors(dataset, data_path, "train", device)
+        ipc = int(syn["images"].shape[0]) // INFO[dataset].num_classes
+        bx, by = random_real_subset(train, ipc, seed)
+        baccs = evaluate_set(bx, by, test, **kw)
+        bm, bs = mean_std(baccs)
+        result.update(baseline_mean=bm, baseline_std=bs, baseline_accuracies=baccs)
+        if baccs:
+            line += f"; random real baseline {100 * bm:.2f} ± {100 * bs:.2f} %"
+    return result, line

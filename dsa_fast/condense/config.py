@@ -1,0 +1,222 @@
+"""The one place that holds the condensation settings and their published defaults.
+
+``CondenseConfig()`` is the published DSA setting (spec §5: ``main.py --method DSA``);
+``main_job_config()`` is the reduced run that ``python -m dsa_fast.condense`` does with no
+arguments. ``resolve()`` fills in the settings whose default depends on others (loops from ipc,
+strategy from the dataset, device from what is available) so the saved ``config.json`` states
+exactly what ran.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+DATASETS: Tuple[str, ...] = ("MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR100")
+INITS: Tuple[str, ...] = ("noise", "real")
+DIS_METRICS: Tuple[str, ...] = ("ours", "mse", "cos")
+
+# get_loops(ipc) of the official code: (outer_loop, inner_loop).
+PUBLISHED_LOOPS: Dict[int, Tuple[int, int]] = {
+    1: (1, 1),
+    10: (10, 50),
+    20: (20, 25),
+    30: (30, 20),
+    40: (40, 15),
+    50: (50, 10),
+}
+
+# The strategy strings of the published DSA commands: no flip for digits.
+PUBLISHED_STRATEGY: Dict[str, str] = {
+    "MNIST": "color_crop_cutout_scale_rotate",
+    "SVHN": "color_crop_cutout_scale_rotate",
+    "FashionMNIST": "color_crop_cutout_flip_scale_rotate",
+    "CIFAR10": "color_crop_cutout_flip_scale_rotate",
+    "CIFAR100": "color_crop_cutout_flip_scale_rotate",
+}
+
+# Settings that change what a run computes. A checkpoint is only resumed under the same values.
+# (device, out, checkpoint_every and log_every do not change the mathematics.)
+RUN_IDENTITY: Tuple[str, ...] = (
+    "dataset", "data_path", "ipc", "outer_loop", "inner_loop", "iterations", "init", "strategy",
+    "dis_metric", "lr_img", "lr_net", "batch_real", "batch_train", "model", "eval_every",
+    "eval_models", "eval_epochs", "seed",
+)
+
+
+@dataclass
+class CondenseConfig:
+    """Settings of one DSA gradient-matching run. Defaults are the published ones (spec §5).
+
+    ``None`` means "derived": ``outer_loop``/``inner_loop`` from ``ipc`` (published table),
+    ``strategy`` from ``dataset``, ``device`` is 'cuda' when available else 'cpu', ``out`` is
+    ``runs/<dataset>-ipc<ipc>-seed<seed>``. ``data_path=None`` selects the small MNIST subset
+    shipped in ``dsa_fast/assets`` (MNIST only).
+    """
+
+    dataset: str = "MNIST"
+    data_path: Optional[str] = "data"
+    ipc: int = 1
+    outer_loop: Optional[int] = None
+    inner_loop: Optional[int] = None
+    iterations: int = 1000
+    init: str = "real"
+    strategy: Optional[str] = None
+    dis_metric: str = "ours"
+    lr_img: float = 0.1
+    lr_net: float = 0.01
+    batch_real: int = 256
+    batch_train: int = 256
+    model: str = "ConvNet"
+    eval_every: int = 500  # evaluate before iterations 0, k, 2k, ... and after the last; 0: last only
+    eval_models: int = 20
+    eval_epochs: int = 1000  # the official epoch_eval_train: trains eval_epochs + 1 passes
+    device: Optional[str] = None
+    seed: int = 0
+    out: Optional[str] = None
+    checkpoint_every: int = 10
+    log_every: int = 10
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "CondenseConfig":
+        """Build from a dict such as a saved config.json; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"dsa_fast.condense: unknown configuration keys {unknown}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "CondenseConfig":
+        return dataclasses.replace(self, **changes)
+
+    def identity(self) -> Dict[str, Any]:
+        """The settings that decide what the run computes (see RUN_IDENTITY)."""
+        d = self.to_dict()
+        return {k: d[k] for k in RUN_IDENTITY}
+
+
+def main_job_config(**overrides: Any) -> CondenseConfig:
+    """The embedded main job: the DSA algorithm at ipc 1 on the MNIST subset shipped in the package,
+    with counts cut so it finishes in a few minutes on a 2-core CPU.
+
+    Same loop, distance, augmentation, optimisers and learning rates as the published setting;
+    fewer and smaller pieces: ``iterations``, ``batch_real``, ``model`` width, ``eval_models`` and
+    ``eval_epochs`` (the baseline gets exactly the same evaluation). docs/condense.md gives the
+    measured time and accuracies.
+    """
+    base = CondenseConfig(
+        dataset="MNIST",
+        data_path=None,
+        ipc=1,
+        iterations=100,
+        batch_real=64,
+        model="ConvNetW32",
+        eval_every=0,
+        eval_models=5,
+        eval_epochs=300,
+        checkpoint_every=50,
+        log_every=20,
+    )
+    return base.replace(**overrides)
+
+
+def published_loops(ipc: int) -> Tuple[int, int]:
+    if ipc not in PUBLISHED_LOOPS:
+        raise ValueError(
+            f"dsa_fast.condense: ipc={ipc} has no published outer/inner loops "
+            f"(published for ipc in {sorted(PUBLISHED_LOOPS)}); give outer_loop and inner_loop "
+            f"explicitly (--outer-loop/--inner-loop)"
+        )
+    return PUBLISHED_LOOPS[ipc]
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"dsa_fast.condense: bad device {device!r} ({e})") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"dsa_fast.condense: device {device!r} but CUDA is not available here; use --device cpu")
+
+
+def default_out(config: CondenseConfig) -> str:
+    name = "mnist-subset" if config.data_path is None else config.dataset
+    return f"runs/{name}-ipc{config.ipc}-seed{config.seed}"
+
+
+def resolve(config: CondenseConfig) -> CondenseConfig:
+    """Check every setting and fill in the derived ones; the result is what config.json records."""
+    c = config
+    if c.dataset not in DATASETS:
+        raise ValueError(f"dsa_fast.condense: unknown dataset {c.dataset!r}; expected one of {DATASETS}")
+    if c.data_path is None and c.dataset != "MNIST":
+        raise ValueError(
+            f"dsa_fast.condense: the embedded subset (data_path=None) is MNIST only; give a data path "
+            f"for {c.dataset}"
+        )
+    if c.init not in INITS:
+        raise ValueError(f"dsa_fast.condense: unknown init {c.init!r}; expected one of {INITS}")
+    if c.dis_metric not in DIS_METRICS:
+        raise ValueError(f"dsa_fast.condense: unknown dis_metric {c.dis_metric!r}; expected one of {DIS_METRICS}")
+    for name in ("ipc", "batch_real", "batch_train", "eval_epochs", "checkpoint_every", "log_every"):
+        if getattr(c, name) < 1:
+            raise ValueError(f"dsa_fast.condense: {name} must be >= 1, got {getattr(c, name)}")
+    for name in ("iterations", "eval_every", "eval_models"):
+        if getattr(c, name) < 0:
+            raise ValueError(f"dsa_fast.condense: {name} must be >= 0, got {getattr(c, name)}")
+    if (c.outer_loop is None) != (c.inner_loop is None):
+        raise ValueError("dsa_fast.condense: give both outer_loop and inner_loop, or neither")
+    outer, inner = (c.outer_loop, c.inner_loop) if c.outer_loop is not None else published_loops(c.ipc)
+    if outer < 1 or inner < 0:
+        raise ValueError(f"dsa_fast.condense: need outer_loop >= 1 and inner_loop >= 0, got {outer}, {inner}")
+    strategy = PUBLISHED_STRATEGY[c.dataset] if c.strategy is None else c.strategy
+    if strategy not in ("", "none", "None"):
+        from .. import TOKENS
+
+        unknown = [t for t in strategy.split("_") if t not in TOKENS]
+        if unknown:  # fail now, not at iteration 0
+            raise ValueError(
+                f"dsa_fast.condense: unknown augmentation {unknown} in strategy {strategy!r}; "
+                f"valid tokens are {', '.join(TOKENS)} joined by '_' (or 'none')"
+            )
+    from .networks import parse_model_name
+
+    parse_model_name(c.model)
+    device = default_device() if c.device is None else c.device
+    check_device(device)
+    # An absolute data path keeps `--resume` working from another working directory.
+    data_path = None if c.data_path is None else os.path.abspath(c.data_path)
+    resolved = c.replace(outer_loop=outer, inner_loop=inner, strategy=strategy, device=device, data_path=data_path)
+    if resolved.out is None:
+        resolved = resolved.replace(out=default_out(resolved))
+    return resolved
+
+
+def save_config(config: CondenseConfig, path: str, meta: Optional[Dict[str, Any]] = None) -> None:
+    """Write config.json: the resolved settings, plus a ``meta`` block (versions) that loading ignores."""
+    from .checkpoint import atomic_write_bytes
+
+    d = config.to_dict()
+    if meta:
+        d["meta"] = meta
+    atomic_write_bytes(path, (json.dumps(d, indent=2, sort_keys=False) + "\n").encode())
+
+
+def load_config(path: str) -> CondenseConfig:
+    with open(path, encoding="utf-8") as f:
+        d = json.load(f)
+    d.pop("meta", None)
+    return CondenseConfig.from_dict(d)

@@ -1,0 +1,377 @@
+"""The DSA gradient-matching loop (spec §5), with evaluation, outputs, checkpoints and resume.
+
+One iteration: a freshly initialised network; for each outer step, per-class real batches and the
+synthetic images of each class, augmented in pairs with a shared seed, give the matching loss
+(``matching.match_loss``); one SGD step on the synthetic images; then, except after the last outer
+step, ``inner_loop`` epochs of training the network on a detached copy of the synthetic set.
+
+Differences from the official main.py, all deliberate:
+- Seeds are explicit. The per-class DiffAugment seed comes from a generator seeded by ``--seed``
+  (the official code uses the wall clock); network initialisation, real-batch sampling and
+  evaluation have their own derived streams (``rng.py``).
+- The run performs exactly ``iterations`` updates and evaluates before iterations 0, k, 2k, ...
+  (k = eval_every) and after the last one; the saved set is the evaluated one. (The official loop
+  makes one more update after its last evaluation and saves that.)
+- Host syncs happen only at logging, checkpoint and evaluation points; the loss is accumulated on
+  the device.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from .. import ParamDiffAug, __version__
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, config_mismatch, load_checkpoint, rng_state, \
+    save_checkpoint, set_rng_state
+from .config import CondenseConfig, resolve, save_config
+from .data import load_tensors
+from .evaluate import evaluate_set, mean_std, random_real_subset, train_epoch
+from .batched import match_loss_auto
+from .networks import get_network, has_batchnorm, set_batchnorm_statistics
+from .outputs import CONFIG, METRICS, SUMMARY, SYNTHETIC, SYNTHETIC_PNG, append_jsonl, read_json, read_jsonl, save_png, \
+    save_synthetic, write_json, write_jsonl
+from .rng import STREAM_CONTROL, STREAM_INIT, STREAM_SAMPLE, derive_seed, generator
+
+logger = logging.getLogger("dsa_fast.condense")
+
+CHECKPOINT_FORMAT = "dsa_fast.condense/1"
+BN_IMAGES_PER_CLASS = 16  # the official BNSizePC
+DSA_SEED_RANGE = 100000  # the official per-class seeds are in [0, 100000)
+
+
+class RunDirError(RuntimeError):
+    """The output folder cannot be used as asked (already holds a run, or holds none to resume)."""
+
+
+@dataclass
+class RunResult:
+    out: str
+    images: Tensor
+    labels: Tensor
+    metrics: List[Dict[str, Any]]
+    summary: Dict[str, Any] = field(default_factory=dict)
+
+
+def _format_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class _Run:
+    """The state of one run (data, synthetic set, optimiser, generators, metrics) and its steps;
+    ``_condense`` drives it."""
+
+    def __init__(self, config: CondenseConfig, md5s=None):
+        self.cfg = config
+        self.out = config.out
+        self.device = torch.device(config.device)
+        self.train = load_tensors(config.dataset, config.data_path, "train", self.device, md5s=md5s)
+        self.test = load_tensors(config.dataset, config.data_path, "test", self.device, md5s=md5s)
+        info = self.info = self.train.info
+        self.num_classes = info.num_classes
+        self.class_indices = [torch.nonzero(self.train.labels == c).flatten() for c in range(self.num_classes)]
+        counts = [int(i.numel()) for i in self.class_indices]
+        if min(counts) == 0:
+            raise ValueError(f"dsa_fast.condense: classes {[c for c, n in enumerate(counts) if n == 0]} have no "
+                             f"training images")
+        self.param = ParamDiffAug()
+        self.control = generator("cpu", derive_seed(config.seed, STREAM_CONTROL))
+        self.sampler = generator(self.device, derive_seed(config.seed, STREAM_SAMPLE))
+        self.image_syn = self._initial_set().requires_grad_(True)
+        self.label_syn = torch.arange(self.num_classes, device=self.device).repeat_interleave(config.ipc)
+        self.opt_img = torch.optim.SGD([self.image_syn], lr=config.lr_img, momentum=0.5)
+        self.iteration = 0
+        self.metrics: List[Dict[str, Any]] = []
+        # Loss accumulators stay on the device: (sum, count) since the last evaluation and log line.
+        self.eval_loss = torch.zeros((), device=self.device)
+        self.eval_count = 0
+        self.log_loss = torch.zeros((), device=self.device)
+        self.log_count = 0
+        self.prior_wall = 0.0  # seconds spent before this process (resume)
+        self.train_seconds = 0.0  # seconds in condensation iterations, all processes
+        self.last_eval = (0, 0.0)  # (iteration, train_seconds) at the previous evaluation
+        self.start_time = time.perf_counter()
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def _initial_set(self) -> Tensor:
+        c, (h, w), k, ipc = self.info.channel, self.info.im_size, self.num_classes, self.cfg.ipc
+        g = generator(self.device, derive_seed(self.cfg.seed, STREAM_INIT))
+        if self.cfg.init == "noise":
+            return torch.randn(k * ipc, c, h, w, generator=g, device=self.device)
+        parts = []
+        for cls, idx in enumerate(self.class_indices):
+            if idx.numel() < ipc:
+                raise ValueError(f"dsa_fast.condense: init='real' needs ipc={ipc} images of class {cls}, "
+                                 f"the training set has {idx.numel()}")
+            parts.append(self.train.images[idx[torch.randperm(idx.numel(), generator=g, device=self.device)[:ipc]]])
+        return torch.cat(parts).clone()
+
+    def wall(self) -> float:
+        return self.prior_wall + time.perf_counter() - self.start_time
+
+    # -- checkpoint ---------------------------------------------------------------------------
+
+    def checkpoint_state(self) -> Dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "dsa_fast_version": __version__,
+            "identity": self.cfg.identity(),
+            "iteration": self.iteration,
+            "image_syn": self.image_syn.detach().cpu().clone(),
+            "label_syn": self.label_syn.cpu().clone(),
+            "opt_img": self.opt_img.state_dict(),
+            "rng": rng_state({"control": self.control, "sampler": self.sampler}),
+            "metrics": self.metrics,
+            "eval_loss": self.eval_loss.cpu(), "eval_count": self.eval_count,
+            "log_loss": self.log_loss.cpu(), "log_count": self.log_count,
+            "wall_seconds": self.wall(), "train_seconds": self.train_seconds,
+            "last_eval": list(self.last_eval),
+        }
+
+    def restore(self, path: str) -> None:
+        state = load_checkpoint(path)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path} holds a {state.get('format')!r} checkpoint, not {CHECKPOINT_FORMAT!r}")
+        diff = config_mismatch(state["identity"], self.cfg.identity())
+        if diff:
+            raise CheckpointError(f"{path} belongs to a different run configuration ({diff}); refusing to resume")
+        if tuple(state["image_syn"].shape) != tuple(self.image_syn.shape):
+            raise CheckpointError(f"{path}: synthetic set of shape {tuple(state['image_syn'].shape)}, expected "
+                                  f"{tuple(self.image_syn.shape)}")
+        with torch.no_grad():
+            self.image_syn.copy_(state["image_syn"].to(self.device))
+        self.opt_img.load_state_dict(state["opt_img"])
+        set_rng_state(state["rng"], {"control": self.control, "sampler": self.sampler})
+        self.iteration = int(state["iteration"])
+        self.metrics = list(state["metrics"])
+        self.eval_loss, self.eval_count = state["eval_loss"].to(self.device), int(state["eval_count"])
+        self.log_loss, self.log_count = state["log_loss"].to(self.device), int(state["log_count"])
+        self.prior_wall, self.train_seconds = float(state["wall_seconds"]), float(state["train_seconds"])
+        self.last_eval = (int(state["last_eval"][0]), float(state["last_eval"][1]))
+        self.start_time = time.perf_counter()
+
+    # -- one iteration ------------------------------------------------------------------------
+
+    def sample_real(self, cls: int, n: int) -> Tensor:
+        idx = self.class_indices[cls]
+        pick = torch.randperm(idx.numel(), generator=self.sampler, device=self.device)[:n]
+        return self.train.images[idx[pick]]
+
+    def step(self) -> None:
+        cfg, k, ipc = self.cfg, self.num_classes, self.cfg.ipc
+        # NB: network initialisation and the per-sample augmentation of the inner loop use torch's
+        # global generators; seeding them from the control stream makes each iteration a function
+        # of the checkpointed state.
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.control)))
+        net = get_network(cfg.model, self.info.channel, k, self.info.im_size).to(self.device)
+        net.train()
+        opt_net = torch.optim.SGD(net.parameters(), lr=cfg.lr_net)
+        uses_bn = has_batchnorm(net)
+        scale = 1.0 / (k * cfg.outer_loop)
+        for ol in range(cfg.outer_loop):
+            if uses_bn:
+                set_batchnorm_statistics(net, torch.cat([self.sample_real(c, BN_IMAGES_PER_CLASS) for c in range(k)]))
+            reals = [self.sample_real(c, cfg.batch_real) for c in range(k)]
+            syns = [self.image_syn[c * ipc:(c + 1) * ipc] for c in range(k)]
+            seeds = torch.randint(0, DSA_SEED_RANGE, (k,), generator=self.control).tolist()
+            loss = match_loss_auto(net, reals, syns, list(range(k)), seeds, cfg.strategy, self.param, cfg.dis_metric)
+            self.opt_img.zero_grad(set_to_none=True)
+            loss.backward(inputs=[self.image_syn])
+            self.opt_img.step()
+            d = loss.detach() * scale
+            self.eval_loss += d
+            self.log_loss += d
+            if ol == cfg.outer_loop - 1:
+                break
+            syn_train = self.image_syn.detach().clone()
+            for _ in range(cfg.inner_loop):
+                train_epoch(net, syn_train, self.label_syn, opt_net, cfg.batch_train, cfg.strategy, self.param)
+        self.eval_count += 1
+        self.log_count += 1
+
+    # -- evaluation and outputs ---------------------------------------------------------------
+
+    def eval_kwargs(self) -> Dict[str, Any]:
+        c = self.cfg
+        return dict(n_models=c.eval_models, seed=c.seed, model=c.model, epochs=c.eval_epochs, lr=c.lr_net,
+                    batch_train=c.batch_train, strategy=c.strategy, param=self.param)
+
+    def save_set(self) -> None:
+        extra = dict(iteration=self.iteration, ipc=self.cfg.ipc, model=self.cfg.model, strategy=self.cfg.strategy,
+                     data_source="embedded" if self.cfg.data_path is None else "files",
+                     data_path=self.cfg.data_path, seed=self.cfg.seed)
+        save_synthetic(os.path.join(self.out, SYNTHETIC), self.image_syn, self.label_syn, self.info, **extra)
+        save_png(os.path.join(self.out, SYNTHETIC_PNG), self.image_syn, self.label_syn, self.info.mean,
+                 self.info.std, self.num_classes)
+
+    def evaluate(self) -> Dict[str, Any]:
+        it = self.iteration
+        t0 = time.perf_counter()
+        accs = evaluate_set(self.image_syn.detach().clone(), self.label_syn, self.test, **self.eval_kwargs())
+        m, s = mean_std(accs)
+        loss = float(self.eval_loss / self.eval_count) if self.eval_count else None
+        done, secs = it - self.last_eval[0], self.train_seconds - self.last_eval[1]
+        record = {
+            "iteration": it,
+            "accuracy_mean": m,
+            "accuracy_std": s,
+            "accuracies": accs,
+            "loss": loss,
+            "wall_seconds": round(self.wall(), 3),
+            "iterations_per_second": round(done / secs, 4) if done and secs > 0 else None,
+            "eval_seconds": round(time.perf_counter() - t0, 3),
+        }
+        self.metrics.append(record)
+        self.eval_loss.zero_()
+        self.eval_count = 0
+        self.last_eval = (it, self.train_seconds)
+        append_jsonl(os.path.join(self.out, METRICS), record)
+        self.save_set()
+        logger.info("iteration %d: accuracy %.2f ± %.2f %% over %d models%s", it, 100 * m, 100 * s, len(accs),
+                    "" if loss is None else f", matching loss {loss:.4f}")
+        return record
+
+
+def _check_fresh_out(out: str) -> None:
+    for name in (CONFIG, CHECKPOINT_NAME, SUMMARY):
+        if os.path.exists(os.path.join(out, name)):
+            raise RunDirError(f"{out} already holds a run ({name}); continue it with --resume {out} or choose "
+                              f"another --out")
+
+
+def condense(
+    config: CondenseConfig,
+    *,
+    resume: bool = False,
+    progress: Optional[bool] = None,
+    on_iteration: Optional[Callable[[int], None]] = None,
+    md5s=None,
+) -> RunResult:
+    """Run DSA condensation as ``config`` says and write every output into ``config.out``.
+
+    ``resume=True`` continues the run in ``config.out`` from its checkpoint (the configuration must
+    match). ``progress``: a tqdm bar (default: when stderr is a terminal), else log lines.
+    ``on_iteration(i)`` is called after iteration i is complete and checkpointed (tests use it to
+    interrupt a run). ``md5s`` is passed to the data loaders (tests).
+    """
+    cfg = resolve(config)
+    out = cfg.out
+    if resume:
+        if not os.path.isdir(out):
+            raise RunDirError(f"cannot resume: {out} does not exist")
+        done = read_json(os.path.join(out, SUMMARY))
+        if done is not None and done.get("iterations") == cfg.iterations:
+            logger.info("%s: the run is already complete; nothing to do", out)
+            syn = torch.load(os.path.join(out, SYNTHETIC), map_location="cpu", weights_only=True)
+            return RunResult(out, syn["images"], syn["labels"], read_jsonl(os.path.join(out, METRICS)), done)
+    else:
+        _check_fresh_out(out)
+    device = torch.device(cfg.device)
+    fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    # The run seeds torch's global generators as it goes; the caller gets theirs back afterwards.
+    with torch.random.fork_rng(devices=fork_devices):
+        return _condense(cfg, resume, progress, on_iteration, md5s)
+
+
+def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_iteration, md5s) -> RunResult:
+    out = cfg.out
+    os.makedirs(out, exist_ok=True)
+    run = _Run(cfg, md5s=md5s)
+    ckpt_path = os.path.join(out, CHECKPOINT_NAME)
+    if resume:
+        run.restore(ckpt_path)
+        write_jsonl(os.path.join(out, METRICS), run.metrics)  # drop lines written after the checkpoint
+        logger.info("resuming %s at iteration %d of %d", out, run.iteration, cfg.iterations)
+    else:
+        save_config(cfg, os.path.join(out, CONFIG), meta={"dsa_fast": __version__, "torch": torch.__version__,
+                                                          "python": sys.version.split()[0]})
+        write_jsonl(os.path.join(out, METRICS), [])
+        logger.info("condensing %s (%s) at ipc %d for %d iterations on %s -> %s", cfg.dataset,
+                    "embedded subset" if cfg.data_path is None else cfg.data_path, cfg.ipc, cfg.iterations,
+                    cfg.device, out)
+
+    evaluating = cfg.eval_models > 0
+    evaluated = {m["iteration"] for m in run.metrics}
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    with contextlib.ExitStack() as stack:
+        if show_bar:
+            from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            bar = stack.enter_context(tqdm(total=cfg.iterations, initial=run.iteration, desc="condense", unit="it",
+                                           dynamic_ncols=True))
+            stack.enter_context(logging_redirect_tqdm())  # log lines print above the bar
+        while run.iteration < cfg.iterations:
+            it = run.iteration
+            if evaluating and cfg.eval_every and it % cfg.eval_every == 0 and it not in evaluated:
+                run.evaluate()
+                evaluated.add(it)
+            t0 = time.perf_counter()
+            run.step()
+            run.iteration = it + 1
+            run.train_seconds += time.perf_counter() - t0
+            if run.iteration % cfg.log_every == 0 or run.iteration == cfg.iterations:
+                loss = float(run.log_loss / run.log_count)  # host sync: logging points only
+                run.log_loss.zero_()
+                run.log_count = 0
+                rate = run.iteration / run.train_seconds if run.train_seconds > 0 else float("nan")
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                else:
+                    eta = (cfg.iterations - run.iteration) / rate if rate > 0 else float("nan")
+                    logger.info("iteration %d/%d  matching loss %.4f  %.2f it/s  ETA %s", run.iteration,
+                                cfg.iterations, loss, rate, _format_seconds(eta))
+            if bar is not None:
+                bar.update(1)
+            if run.iteration % cfg.checkpoint_every == 0 or run.iteration == cfg.iterations:
+                save_checkpoint(ckpt_path, run.checkpoint_state())
+            if on_iteration is not None:
+                on_iteration(run.iteration)
+
+    final = None
+    if evaluating:
+        final = next((m for m in run.metrics if m["iteration"] == cfg.iterations), None) or run.evaluate()
+    else:
+        run.save_set()
+    summary: Dict[str, Any] = {
+        "dataset": cfg.dataset,
+        "data_source": "embedded MNIST subset" if cfg.data_path is None else cfg.data_path,
+        "ipc": cfg.ipc,
+        "model": cfg.model,
+        "iterations": cfg.iterations,
+        "eval_models": cfg.eval_models,
+        "eval_epochs": cfg.eval_epochs,
+        "accuracy_mean": final["accuracy_mean"] if final else None,
+        "accuracy_std": final["accuracy_std"] if final else None,
+        "accuracies": final["accuracies"] if final else [],
+        "baseline_mean": None,
+        "baseline_std": None,
+        "baseline_accuracies": [],
+    }
+    if evaluating:
+        bx, by = random_real_subset(run.train, cfg.ipc, cfg.seed)
+        baccs = evaluate_set(bx, by, run.test, **run.eval_kwargs())
+        summary["baseline_mean"], summary["baseline_std"] = mean_std(baccs)
+        summary["baseline_accuracies"] = baccs
+        logger.info("random real baseline (%d images per class): %.2f ± %.2f %%", cfg.ipc,
+                    100 * summary["baseline_mean"], 100 * summary["baseline_std"])
+    summary["wall_seconds"] = round(run.wall(), 3)
+    summary["condense_seconds"] = round(run.train_seconds, 3)
+    summary["device"] = cfg.device
+    summary["seed"] = cfg.seed
+    write_json(os.path.join(out, SUMMARY), summary)
+    return RunResult(out, run.image_syn.detach().cpu(), run.label_syn.cpu(), run.metrics, summary)

@@ -1,0 +1,46 @@
+"""Explicit seeding: every random stream of a run is derived from ``--seed``; no wall clock.
+
+Streams (``derive_seed(seed, STREAM, ...)``) are independent of each other, so evaluating more or
+less often does not change the synthetic set, and the baseline and the evaluation of model k use
+the same network initialisations (a paired comparison).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numpy as np
+import torch
+
+STREAM_CONTROL = 0  # per-iteration network seeds and per-class DiffAugment seeds (CPU generator)
+STREAM_SAMPLE = 1  # real-batch sampling (generator on the data device)
+STREAM_INIT = 2  # initial synthetic set
+STREAM_EVAL = 3  # evaluation model k: network init, shuffling, per-sample augmentation
+STREAM_BASELINE = 4  # choice of the random real images of the baseline
+
+
+def derive_seed(seed: int, *tags: int) -> int:
+    """A 63-bit seed for the stream ``tags`` of run ``seed`` (numpy SeedSequence mixing)."""
+    if seed < 0:
+        raise ValueError(f"dsa_fast.condense: seed must be >= 0, got {seed}")
+    state = np.random.SeedSequence([int(seed), *[int(t) for t in tags]]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def generator(device, seed: int) -> torch.Generator:
+    g = torch.Generator(device=torch.device(device))
+    g.manual_seed(seed)
+    return g
+
+
+@contextlib.contextmanager
+def global_rng_scope(device, seed: int) -> Iterator[None]:
+    """Seed torch's global generators for the block, and restore their previous state afterwards.
+
+    Network initialisation and DiffAugment's unseeded (seed=-1) draws use the global generators.
+    """
+    dev = torch.device(device)
+    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
