@@ -22,7 +22,7 @@ from typing import Dict, Tuple, Union
 import torch
 from torch import Tensor
 
-from .params import TOKENS, Omega, ParamDiffAug, Step, crop_max_shift, cutout_box
+from .params import TOKENS, Omega, ParamDiffAug, Step, crop_max_shift, cutout_box, cutout_params
 
 _M32 = 0xFFFFFFFF
 _UNSEEDED = 1 << 40  # keys of unseeded calls live above every 32-bit user seed's key space
@@ -103,12 +103,7 @@ def _step(op: str, s: _Stream, x: Tensor, n: int, p: ParamDiffAug, group: int) -
         bh, bw = cutout_box(h, p.ratio_cutout), cutout_box(w, p.ratio_cutout)
         oh = s.integers(0, h + (1 - bh % 2), n)
         ow = s.integers(0, w + (1 - bw % 2), n)
-        params = {
-            "top": oh - bh // 2,
-            "left": ow - bw // 2,
-            "height": torch.full_like(oh, bh),
-            "width": torch.full_like(ow, bw),
-        }
+        params = cutout_params(oh, ow, bh, bw)
     else:  # pragma: no cover - parse_strategy guards this
         raise AssertionError(op)
     return Step(op, params, group)

@@ -213,6 +213,17 @@ def cutout_box(size: int, ratio: float) -> int:
     return int(size * ratio + 0.5)
 
 
+def cutout_params(centre_h: Tensor, centre_w: Tensor, box_h: int, box_w: int) -> Dict[str, Tensor]:
+    """The cutout step's parameters from the drawn box centres (o_H, o_W in spec §3): zeroed rows
+    start at o_H - box_h // 2 (columns likewise)."""
+    return {
+        "top": centre_h - box_h // 2,
+        "left": centre_w - box_w // 2,
+        "height": torch.full_like(centre_h, box_h),
+        "width": torch.full_like(centre_w, box_w),
+    }
+
+
 class _CompatDraws:
     """Draws exactly as the official code (spec §2): the global generators, and when seeded,
     ``torch.random.manual_seed(latestseed); latestseed += 1`` before each draw.
@@ -314,12 +325,7 @@ def _sample_step_compat(op: str, x: Tensor, draws: _CompatDraws, p: ParamDiffAug
         bh, bw = cutout_box(h, p.ratio_cutout), cutout_box(w, p.ratio_cutout)
         oh = draws.randint(0, h + (1 - bh % 2), size=[n_draw, 1, 1], device=dev).view(-1)
         ow = draws.randint(0, w + (1 - bw % 2), size=[n_draw, 1, 1], device=dev).view(-1)
-        params = {
-            "top": oh - bh // 2,
-            "left": ow - bw // 2,
-            "height": torch.full_like(oh, bh),
-            "width": torch.full_like(ow, bw),
-        }
+        params = cutout_params(oh, ow, bh, bw)
     else:  # pragma: no cover - parse_strategy guards this
         raise AssertionError(op)
     if draws.siamese:
