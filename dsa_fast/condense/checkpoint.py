@@ -97,7 +97,7 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise CheckpointError(
             f"no checkpoint at {path}: the run stopped before its first checkpoint; start it again "
-            f"without --resume (same --seed gives the same run)"
+            f"with another --out, or after deleting its folder (the same --seed gives the same run)"
         )
     with open(path, "rb") as f:
         data = f.read()
@@ -120,7 +120,8 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     if len(payload) != header["payload_bytes"] or hashlib.sha256(payload).hexdigest() != header["sha256"]:
         raise CheckpointError(
             f"{path} is corrupt (truncated or modified: {len(payload)} of {header['payload_bytes']} payload "
-            f"bytes, or a hash mismatch); refusing to resume from it. Start the run again without --resume."
+            f"bytes, or a hash mismatch); refusing to resume from it. Start the run again with another --out "
+            f"(the same --seed gives the same run)."
         )
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)

@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _strip_prefix(e: Exception) -> str:
+    msg = str(e)
+    return msg[len("dsa_fast.condense: "):] if msg.startswith("dsa_fast.condense: ") else msg
+
+
 def _unique_out(path: str) -> str:
     if not os.path.exists(path):
         return path
@@ -141,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             result = condense(config_from_args(given), progress=progress)
     except (DatasetError, CheckpointError, RunDirError, ValueError) as e:
-        print(f"dsa_fast.condense: error: {e}", file=sys.stderr)
+        print(f"dsa_fast.condense: error: {_strip_prefix(e)}", file=sys.stderr)
         return 1
     s = result.summary
     if s.get("accuracy_mean") is not None:
@@ -193,7 +198,7 @@ def evaluate_main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         result, line = _evaluate_command(args)
     except (DatasetError, ValueError) as e:
-        print(f"dsa_fast.evaluate: error: {e}", file=sys.stderr)
+        print(f"dsa_fast.evaluate: error: {_strip_prefix(e)}", file=sys.stderr)
         return 1
     print(line)
     if args.json:

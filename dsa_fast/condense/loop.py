@@ -288,8 +288,8 @@ def condense(
 
 def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_iteration, md5s) -> RunResult:
     out = cfg.out
+    run = _Run(cfg, md5s=md5s)  # loads the data first: a missing file leaves no empty run folder
     os.makedirs(out, exist_ok=True)
-    run = _Run(cfg, md5s=md5s)
     ckpt_path = os.path.join(out, CHECKPOINT_NAME)
     if resume:
         run.restore(ckpt_path)
