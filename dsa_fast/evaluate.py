@@ -5,4 +5,4 @@ import sys
 from .condense.cli import evaluate_main as main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m dsa_fast.evaluate"))

@@ -4,14 +4,12 @@ Every output is written to a temporary file in the same folder, flushed, fsync'e
 the target (then the folder is fsync'ed), so a kill leaves either the old or the new file, never a
 torn one.
 
-Checkpoint file layout: one JSON header line after a magic line, then the ``torch.save`` payload::
-
-    DSA_FAST_CONDENSE_CHECKPOINT\\n
-    {"version": 1, "payload_bytes": N, "sha256": "..."}\\n
-    <N bytes: torch.save(state)>
-
-The header lets a foreign file be told apart from a corrupt one, and the hash catches truncation
-or bit rot before anything is unpickled. The payload loads with ``weights_only=True``.
+``checkpoint.pt`` is a plain ``torch.save`` file (``torch.load(path, weights_only=True)`` reads it):
+a dict whose ``"format"`` entry is ``CHECKPOINT_FORMAT``. Before unpickling, ``load_checkpoint``
+checks the CRC-32 that torch's zip container stores for every member (``torch.load`` itself does
+not), so truncation or bit rot is reported as corruption instead of resuming from wrong values.
+Checkpoints in the earlier layout (a magic line, a JSON header with the payload's sha256, then the
+``torch.save`` payload) are still read.
 """
 from __future__ import annotations
 
@@ -21,14 +19,15 @@ import json
 import os
 import random
 import tempfile
+import zipfile
 from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
 
-MAGIC = b"DSA_FAST_CONDENSE_CHECKPOINT\n"
-VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = "dsa_fast.condense/1"
+LEGACY_MAGIC = b"DSA_FAST_CONDENSE_CHECKPOINT\n"  # the earlier layout: magic, JSON header, payload
 
 
 class CheckpointError(RuntimeError):
@@ -85,48 +84,63 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 
 
 def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    payload = buf.getvalue()
-    header = {"version": VERSION, "payload_bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
-    atomic_write_bytes(path, MAGIC + json.dumps(header).encode() + b"\n" + payload)
+    """Write ``state`` (which must carry ``"format": CHECKPOINT_FORMAT``) atomically as a torch file."""
+    atomic_torch_save(state, path)
+
+
+def _restart_hint(path: str) -> str:
+    run_dir = os.path.dirname(os.path.abspath(path))
+    return (f"delete it and resume with --resume {run_dir} to start the run again from iteration 0 "
+            f"(same settings and seed: the same run)")
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
     """Read and verify a checkpoint; raise CheckpointError with the reason and what to do."""
     if not os.path.isfile(path):
-        raise CheckpointError(
-            f"no checkpoint at {path}: the run stopped before its first checkpoint; start it again "
-            f"with another --out, or after deleting its folder (the same --seed gives the same run)"
-        )
+        raise CheckpointError(f"no checkpoint at {path}")
     with open(path, "rb") as f:
         data = f.read()
-    if not data.startswith(MAGIC):
-        raise CheckpointError(f"{path} is not a dsa_fast condense checkpoint (foreign file); refusing to resume from it")
-    rest = data[len(MAGIC):]
+    if data.startswith(LEGACY_MAGIC):
+        payload = _legacy_payload(path, data)
+    elif zipfile.is_zipfile(io.BytesIO(data)):
+        try:
+            bad = zipfile.ZipFile(io.BytesIO(data)).testzip()  # CRC-32 of every member
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            bad = f"unreadable zip structure ({e})"
+        if bad is not None:
+            raise CheckpointError(f"{path} is corrupt (truncated or modified: {bad} fails its check); refusing "
+                                  f"to resume from it; {_restart_hint(path)}")
+        payload = data
+    else:
+        raise CheckpointError(f"{path} is not a dsa_fast condense checkpoint (not a torch file, or truncated); "
+                              f"refusing to resume from it; {_restart_hint(path)}")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as e:  # intact container, but not plain tensors and data: not ours
+        raise CheckpointError(f"{path} is not a dsa_fast condense checkpoint (it does not load with "
+                              f"weights_only=True: {type(e).__name__}); refusing to resume from it") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a dsa_fast condense checkpoint (format {got!r}, expected "
+                              f"{CHECKPOINT_FORMAT!r}); refusing to resume from it")
+    return state
+
+
+def _legacy_payload(path: str, data: bytes) -> bytes:
+    rest = data[len(LEGACY_MAGIC):]
     end = rest.find(b"\n")
     try:
         header = json.loads(rest[:end].decode()) if end >= 0 else None
     except (UnicodeDecodeError, json.JSONDecodeError):
         header = None
-    if not isinstance(header, dict) or "sha256" not in header or "payload_bytes" not in header:
-        raise CheckpointError(f"{path} is corrupt: unreadable header; refusing to resume from it")
-    if header.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {header.get('version')}; this dsa_fast reads version "
-            f"{VERSION}"
-        )
+    if not isinstance(header, dict) or header.get("version") != 1 or "sha256" not in header:
+        raise CheckpointError(f"{path} is corrupt: unreadable header; refusing to resume from it; "
+                              f"{_restart_hint(path)}")
     payload = rest[end + 1:]
-    if len(payload) != header["payload_bytes"] or hashlib.sha256(payload).hexdigest() != header["sha256"]:
-        raise CheckpointError(
-            f"{path} is corrupt (truncated or modified: {len(payload)} of {header['payload_bytes']} payload "
-            f"bytes, or a hash mismatch); refusing to resume from it. Start the run again with another --out "
-            f"(the same --seed gives the same run)."
-        )
-    try:
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except Exception as e:  # a payload that hashes right but does not load: not ours
-        raise CheckpointError(f"{path}: the payload does not load ({e}); refusing to resume from it") from e
+    if len(payload) != header.get("payload_bytes") or hashlib.sha256(payload).hexdigest() != header["sha256"]:
+        raise CheckpointError(f"{path} is corrupt (truncated or modified: sha256 mismatch); refusing to resume "
+                              f"from it; {_restart_hint(path)}")
+    return payload
 
 
 # -- RNG state --------------------------------------------------------------------------------

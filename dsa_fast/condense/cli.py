@@ -4,31 +4,44 @@ place that parses argv.
 With neither --dataset nor --data-path the command runs the embedded main job
 (``config.main_job_config``: the MNIST subset shipped in the package, ipc 1, reduced counts); any
 other flag given then overrides that preset. With either of them it starts from the published
-defaults (``CondenseConfig``).
+defaults (``CondenseConfig``). Data comes from --data-path only; without it, the embedded subset.
+
+SIGINT and SIGTERM become a KeyboardInterrupt, which the loop turns into a checkpoint of the last
+complete iteration; the command then prints how to resume and exits with 128 + the signal number
+(130, 143). Errors print one line and exit 1 (2 for a bad command line, as argparse does).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import shlex
+import signal
 import sys
-from typing import Any, Dict, Optional, Sequence, Tuple
+import threading
+import zipfile
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import ParamDiffAug
 from .checkpoint import CheckpointError, atomic_write_bytes
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 from .config import (DATASETS, DIS_METRICS, INITS, PUBLISHED_STRATEGY, CondenseConfig, check_device, default_device,
                      default_out, load_config, main_job_config, resolve)
 from .data import INFO, DatasetError, load_tensors
 from .evaluate import evaluate_set, mean_std, random_real_subset
-from .loop import RunDirError, condense
+from .loop import RunDirError, RunInterrupted, condense
+from .outputs import CONFIG, SUMMARY
+from .progress import Progress, plural
 
 _HELP: Dict[str, str] = {
     "dataset": "dataset to condense",
-    "data_path": "root folder of the dataset files in torchvision's layout (e.g. <root>/MNIST/raw/*.gz)",
+    "data_path": "root folder of the dataset files in torchvision's layout (e.g. <root>/MNIST/raw/*.gz); "
+                 "needed for every dataset but MNIST",
     "ipc": "synthetic images per class",
     "outer_loop": "outer loops per iteration",
     "inner_loop": "network epochs per outer loop",
@@ -71,15 +84,18 @@ def _show(name: str, v: Any) -> str:
     return _DERIVED[name] if v is None else str(v)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """``prog``: how the command was invoked (None: the name it was started as, e.g. dsa-condense)."""
     published, job = CondenseConfig(), main_job_config()
     p = argparse.ArgumentParser(
-        prog="python -m dsa_fast.condense",
+        prog=prog,
         description="Dataset condensation by gradient matching with Differentiable Siamese Augmentation "
                     "(Zhao & Bilen, ICML 2021). With neither --dataset nor --data-path: the embedded main job "
                     "(a small MNIST subset shipped in the package, ipc 1, reduced counts).",
         epilog="Defaults: the published settings (any run with --dataset or --data-path); 'main job': the preset used "
-               "with neither, where it differs. Outputs and resume: docs/condense.md.",
+               "with neither, where it differs. Data: the files under --data-path; without it, the embedded MNIST "
+               "subset. Ctrl-C or SIGTERM writes a checkpoint of the last complete iteration and prints the "
+               "--resume command. Outputs and resume: docs/condense.md.",
     )
     for f in dataclasses.fields(CondenseConfig):
         a, b = getattr(published, f.name), getattr(job, f.name)
@@ -92,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         p.add_argument(flag, metavar=None if f.name in _CHOICES else f.name.upper(), **kw)
     p.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
-                   help="continue the run in RUN_DIR from its last checkpoint (settings come from "
-                        "RUN_DIR/config.json; only --device may be given with it)")
+                   help="continue the run in RUN_DIR from its last checkpoint, or from iteration 0 if it has none "
+                        "yet (settings come from RUN_DIR/config.json; only --device and --progress may be given "
+                        "with it)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm progress bar (default: when stderr is a terminal; else plain log lines)")
     return p
@@ -123,36 +140,101 @@ def config_from_args(given: Dict[str, Any]) -> CondenseConfig:
     return cfg
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+@contextlib.contextmanager
+def _signals_interrupt(caught: List[int]):
+    """SIGINT and SIGTERM raise KeyboardInterrupt inside the block; ``caught`` records which came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            if handler is not None:
+                signal.signal(s, handler)
+
+
+def interrupted_line(prog: str, signum: int, e: RunInterrupted) -> str:
+    """The one line printed after an interrupted run: what was kept and the command that continues."""
+    what = signal.Signals(signum).name
+    resume = f"{prog} --resume {shlex.quote(e.out)}"
+    if e.iteration is None:
+        return f"{prog}: interrupted ({what}) before the first iteration; resume (from iteration 0) with: {resume}"
+    return (f"{prog}: interrupted ({what}); checkpoint of iteration {e.iteration}/{e.total} written to "
+            f"{os.path.join(e.out, CHECKPOINT_NAME)}; resume with: {resume}")
+
+
+def _resume_config(resume_dir: str, given: Dict[str, Any]) -> CondenseConfig:
+    config_path = os.path.join(resume_dir, CONFIG)
+    if not os.path.isdir(resume_dir):
+        raise RunDirError(f"cannot resume: {resume_dir} does not exist; start a new run with --out {resume_dir}")
+    if not os.path.isfile(config_path):
+        others = [n for n in (CHECKPOINT_NAME, SUMMARY) if os.path.exists(os.path.join(resume_dir, n))]
+        if others:
+            raise RunDirError(f"cannot resume: {resume_dir} has {others[0]} but no {CONFIG}, so its settings are "
+                              f"unknown; start a new run with another --out")
+        raise RunDirError(f"cannot resume: {config_path} does not exist (not a dsa_fast.condense run folder); "
+                          f"start a new run with --out {resume_dir}")
+    cfg = load_config(config_path).replace(out=resume_dir)
+    if "device" in given:
+        cfg = cfg.replace(device=given["device"])
+    return cfg
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``dsa-condense`` (``prog`` None: named as invoked) and ``python -m dsa_fast.condense``."""
+    parser = build_parser(prog)
+    prog = parser.prog
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     given = vars(args)
     progress = given.pop("progress")
     resume_dir = given.pop("resume", None)
+    if resume_dir is not None:
+        extra = sorted(set(given) - {"device"})
+        if extra:
+            parser.error(f"--resume takes the settings from {os.path.join(resume_dir, CONFIG)}; drop "
+                         + ", ".join("--" + k.replace("_", "-") for k in extra))
+    if "device" in given:
+        try:
+            check_device(given["device"])
+        except ValueError as e:
+            print(f"{prog}: error: argument --device: {_strip_prefix(e)}", file=sys.stderr)
+            return 2
+    caught: List[int] = []
     try:
-        if resume_dir is not None:
-            extra = sorted(set(given) - {"device"})
-            if extra:
-                parser.error(f"--resume takes the settings from {resume_dir}/config.json; drop "
-                             + ", ".join("--" + k.replace("_", "-") for k in extra))
-            config_path = os.path.join(resume_dir, "config.json")
-            if not os.path.isfile(config_path):
-                raise RunDirError(f"cannot resume: {config_path} does not exist (not a dsa_fast.condense run folder)")
-            cfg = load_config(config_path).replace(out=resume_dir)
-            if "device" in given:
-                cfg = cfg.replace(device=given["device"])
-            result = condense(cfg, resume=True, progress=progress)
-        else:
-            result = condense(config_from_args(given), progress=progress)
+        with _signals_interrupt(caught):
+            if resume_dir is not None:
+                result = condense(_resume_config(resume_dir, given), resume=True, progress=progress)
+            else:
+                result = condense(config_from_args(given), progress=progress)
+    except RunInterrupted as e:
+        signum = caught[0] if caught else signal.SIGINT
+        print(interrupted_line(prog, signum, e), file=sys.stderr)
+        return 128 + signum
+    except KeyboardInterrupt:  # before the run folder was touched (while the data loaded)
+        signum = caught[0] if caught else signal.SIGINT
+        print(f"{prog}: interrupted ({signal.Signals(signum).name}) before the run started; nothing was written",
+              file=sys.stderr)
+        return 128 + signum
     except (DatasetError, CheckpointError, RunDirError, ValueError) as e:
-        print(f"dsa_fast.condense: error: {_strip_prefix(e)}", file=sys.stderr)
+        print(f"{prog}: error: {_strip_prefix(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. the disk filled up while writing an output
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     s = result.summary
     if s.get("accuracy_mean") is not None:
         print(
-            f"{s['dataset']} ipc {s['ipc']}, {s['iterations']} iterations, {s['eval_models']} models x "
-            f"{s['eval_epochs']} epochs: condensed {100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f} %"
+            f"{s['dataset']} ipc {s['ipc']}, {plural(s['iterations'], 'iteration')}, "
+            f"{plural(s['eval_models'], 'model')} x {plural(s['eval_epochs'], 'epoch')}: "
+            f"condensed {100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f} %"
             f"  vs  random real {100 * s['baseline_mean']:.2f} ± {100 * s['baseline_std']:.2f} %"
             f"  ({s['wall_seconds']:.0f} s; outputs in {result.out})"
         )
@@ -164,10 +246,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 # -- python -m dsa_fast.evaluate ----------------------------------------------------------------
 
 
-def build_evaluate_parser() -> argparse.ArgumentParser:
+def build_evaluate_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     d = CondenseConfig()
     p = argparse.ArgumentParser(
-        prog="python -m dsa_fast.evaluate",
+        prog=prog,
         description="Evaluate a synthetic set (synthetic.pt of a dsa_fast.condense run) as in DSA: fresh "
                     "networks trained on it with per-sample DSA augmentation, tested without augmentation.",
     )
@@ -188,55 +270,108 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the evaluation streams (default: the run's --seed, which reproduces its numbers)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="tqdm progress bar (default: when stderr is a terminal; else a log line after each "
+                        "network)")
     return p
 
 
-def evaluate_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m dsa_fast.evaluate``."""
-    args = build_evaluate_parser().parse_args(argv)
+def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``python -m dsa_fast.evaluate`` (``prog`` None: named as invoked)."""
+    parser = build_evaluate_parser(prog)
+    prog = parser.prog
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.device is not None:
+        try:
+            check_device(args.device)
+        except ValueError as e:
+            print(f"{prog}: error: argument --device: {_strip_prefix(e)}", file=sys.stderr)
+            return 2
     try:
         result, line = _evaluate_command(args)
+        print(line)
+        if args.json:
+            atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; nothing was written", file=sys.stderr)
+        return 130
     except (DatasetError, ValueError) as e:
-        print(f"dsa_fast.evaluate: error: {_strip_prefix(e)}", file=sys.stderr)
+        print(f"{prog}: error: {_strip_prefix(e)}", file=sys.stderr)
         return 1
-    print(line)
-    if args.json:
-        atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
+    except OSError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
+def load_synthetic(path: str) -> Dict[str, Any]:
+    """A synthetic.pt written by dsa_fast (``outputs.save_synthetic``), or a ValueError that says so."""
+    if not os.path.exists(path):
+        raise ValueError(f"{path} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder; give the synthetic set in it, e.g. {os.path.join(path, 'synthetic.pt')}")
+
+    def not_ours(why: str) -> ValueError:
+        return ValueError(f"{path} is not a synthetic set written by dsa_fast: {why}")
+
     try:
-        syn = torch.load(args.synthetic, map_location="cpu", weights_only=True)
+        syn = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"cannot read {args.synthetic}: {e}") from e
-    if not isinstance(syn, dict) or not {"images", "labels", "dataset"} <= set(syn) or syn["dataset"] not in INFO:
-        raise ValueError(f"{args.synthetic} is not a dsa_fast synthetic set (synthetic.pt of a dsa_fast.condense run)")
+        if zipfile.is_zipfile(path):  # a torch.save file, but not of plain tensors and data
+            raise not_ours(f"it holds Python objects other than tensors and plain data ({type(e).__name__})") from None
+        raise not_ours("it is not a file written by torch.save, or it is truncated") from None
+    if isinstance(syn, dict) and syn.get("format") == CHECKPOINT_FORMAT:
+        raise not_ours(f"it is a run checkpoint; evaluate {os.path.join(os.path.dirname(path) or '.', 'synthetic.pt')}")
+    if not isinstance(syn, dict):
+        raise not_ours(f"it holds a {type(syn).__name__}, not the dict of a synthetic set")
+    missing = [k for k in ("images", "labels", "dataset") if k not in syn]
+    if missing:
+        raise not_ours(f"no {', '.join(repr(k) for k in missing)} entries")
+    if syn["dataset"] not in INFO:
+        raise not_ours(f"unknown dataset {syn['dataset']!r}")
+    images, labels = syn["images"], syn["labels"]
+    if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and images.dim() == 4
+            and labels.dim() == 1 and images.shape[0] == labels.shape[0]):
+        raise not_ours("'images' must be a [N, C, H, W] tensor and 'labels' a [N] tensor")
+    return syn
+
+
+def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
+    syn = load_synthetic(args.synthetic)
     dataset = syn["dataset"]
     data_path = args.data_path
     if data_path is None:
-        data_path = None if syn.get("data_source") == "embedded" else syn.get("data_path") or "data"
+        data_path = None if syn.get("data_source") == "embedded" else syn.get("data_path")
     device = args.device or default_device()
-    check_device(device)
     test = load_tensors(dataset, data_path, "test", device)
+    logging.getLogger("dsa_fast.condense").info(
+        "evaluating %s on %s", args.synthetic,
+        "the embedded MNIST subset" if data_path is None else f"{dataset} files under {data_path}")
     model = args.model or syn.get("model", "ConvNet")
     strategy = args.strategy if args.strategy is not None else syn.get("strategy", PUBLISHED_STRATEGY[dataset])
     seed = args.seed if args.seed is not None else int(syn.get("seed", 0))
     kw = dict(n_models=args.eval_models, seed=seed, model=model, epochs=args.eval_epochs, lr=args.lr_net,
               batch_train=args.batch_train, strategy=strategy, param=ParamDiffAug())
-    accs = evaluate_set(syn["images"].to(device), syn["labels"].to(device), test, **kw)
+
+    def evaluate(images, labels, what: str) -> List[float]:
+        passes = args.eval_epochs + 1
+        with Progress(args.eval_models * passes, desc=f"{what}: training pass", unit="pass", log_every=passes,
+                      bar=args.progress) as bar:
+            return evaluate_set(images, labels, test, on_pass=bar.update, **kw)
+
+    accs = evaluate(syn["images"].to(device), syn["labels"].to(device), "synthetic set")
     m, s = mean_std(accs)
     result = {"synthetic": args.synthetic, "dataset": dataset, "model": model, "eval_models": args.eval_models,
               "eval_epochs": args.eval_epochs, "seed": seed, "accuracy_mean": m, "accuracy_std": s,
               "accuracies": accs}
-    line = f"{dataset} {model}: synthetic set {100 * m:.2f} ± {100 * s:.2f} % over {len(accs)} models" if accs \
-        else "no models evaluated"
+    line = f"{dataset} {model}: synthetic set {100 * m:.2f} ± {100 * s:.2f} % over {plural(len(accs), 'model')}" \
+        if accs else "no models evaluated"
     if args.baseline:
         train = load_tensors(dataset, data_path, "train", device)
         ipc = int(syn["images"].shape[0]) // INFO[dataset].num_classes
         bx, by = random_real_subset(train, ipc, seed)
-        baccs = evaluate_set(bx, by, test, **kw)
+        baccs = evaluate(bx, by, "random real baseline")
         bm, bs = mean_std(baccs)
         result.update(baseline_mean=bm, baseline_std=bs, baseline_accuracies=baccs)
         if baccs:

@@ -52,12 +52,13 @@ class CondenseConfig:
 
     ``None`` means "derived": ``outer_loop``/``inner_loop`` from ``ipc`` (published table),
     ``strategy`` from ``dataset``, ``device`` is 'cuda' when available else 'cpu', ``out`` is
-    ``runs/<dataset>-ipc<ipc>-seed<seed>``. ``data_path=None`` selects the small MNIST subset
-    shipped in ``dsa_fast/assets`` (MNIST only).
+    ``runs/<dataset>-ipc<ipc>-seed<seed>``. ``data_path=None`` (the default) selects the small
+    MNIST subset shipped in ``dsa_fast/assets`` (MNIST only); any other data is read only from an
+    explicit ``data_path``, never from a folder that happens to exist.
     """
 
     dataset: str = "MNIST"
-    data_path: Optional[str] = "data"
+    data_path: Optional[str] = None
     ipc: int = 1
     outer_loop: Optional[int] = None
     inner_loop: Optional[int] = None
@@ -142,15 +143,40 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def check_device(device: str) -> None:
+def available_devices() -> Tuple[str, ...]:
     import torch
 
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return tuple(found)
+
+
+def check_device(device: str) -> None:
+    """A ValueError naming the devices there are, unless ``device`` can hold this run's tensors."""
+    import torch
+
+    here = ", ".join(available_devices())
     try:
         dev = torch.device(device)
     except RuntimeError as e:
-        raise ValueError(f"dsa_fast.condense: bad device {device!r} ({e})") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"dsa_fast.condense: device {device!r} but CUDA is not available here; use --device cpu")
+        raise ValueError(f"dsa_fast.condense: {device!r} is not a torch device; devices here: {here}") from e
+    if dev.type == "meta":
+        raise ValueError(f"dsa_fast.condense: device {device!r} holds no data; devices here: {here}")
+    if dev.type == "cuda":
+        ok = torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
+    elif dev.type == "mps":
+        ok = torch.backends.mps.is_available()
+    else:
+        try:
+            torch.empty(0, device=dev)
+            ok = True
+        except (RuntimeError, AssertionError, NotImplementedError):
+            ok = False
+    if not ok:
+        raise ValueError(f"dsa_fast.condense: device {device!r} is not available here; devices here: {here}")
 
 
 def default_out(config: CondenseConfig) -> str:
@@ -165,8 +191,8 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
         raise ValueError(f"dsa_fast.condense: unknown dataset {c.dataset!r}; expected one of {DATASETS}")
     if c.data_path is None and c.dataset != "MNIST":
         raise ValueError(
-            f"dsa_fast.condense: the embedded subset (data_path=None) is MNIST only; give a data path "
-            f"for {c.dataset}"
+            f"dsa_fast.condense: {c.dataset} needs a data path (--data-path DIR, the folder that holds the "
+            f"original files); without one only MNIST runs, on the embedded subset"
         )
     if c.init not in INITS:
         raise ValueError(f"dsa_fast.condense: unknown init {c.init!r}; expected one of {INITS}")

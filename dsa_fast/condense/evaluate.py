@@ -9,7 +9,7 @@ The command line (``python -m dsa_fast.evaluate``) is in ``cli.py``.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -69,10 +69,12 @@ def train_and_test(
     strategy: str,
     param: Optional[ParamDiffAug],
     seed: int,
+    on_pass: Optional[Callable[[int], None]] = None,
 ) -> Tensor:
     """Train one fresh ``model`` on (images, labels) and return its test accuracy (0-d tensor).
 
     Everything random comes from ``seed``; the caller's global RNG state is restored afterwards.
+    ``on_pass(1)`` is called after each training pass (progress reports; no host sync).
     """
     device = test.images.device
     info = test.info
@@ -83,6 +85,8 @@ def train_and_test(
         decay_after = epochs // 2 + 1
         for ep in range(epochs + 1):
             train_epoch(net, images, labels, optimizer, batch_train, strategy, param)
+            if on_pass is not None:
+                on_pass(1)
             if ep == decay_after:
                 optimizer = torch.optim.SGD(net.parameters(), lr=lr * 0.1, momentum=0.9, weight_decay=0.0005)
         return test_accuracy(net, test.images, test.labels)
@@ -101,12 +105,14 @@ def evaluate_set(
     batch_train: int,
     strategy: str,
     param: Optional[ParamDiffAug] = None,
+    on_pass: Optional[Callable[[int], None]] = None,
 ) -> List[float]:
     """Test accuracies of ``n_models`` networks trained on the set; model k uses the stream
-    (seed, STREAM_EVAL, k), so two sets evaluated with the same seed get paired models."""
+    (seed, STREAM_EVAL, k), so two sets evaluated with the same seed get paired models.
+    ``on_pass(n)``: n more training passes done (``n_models * (epochs + 1)`` in all)."""
     accs = [
         train_and_test(images, labels, test, model=model, epochs=epochs, lr=lr, batch_train=batch_train,
-                       strategy=strategy, param=param, seed=derive_seed(seed, STREAM_EVAL, k))
+                       strategy=strategy, param=param, seed=derive_seed(seed, STREAM_EVAL, k), on_pass=on_pass)
         for k in range(n_models)
     ]
     return torch.stack(accs).cpu().tolist() if accs else []

@@ -14,14 +14,21 @@ Differences from the official main.py, all deliberate:
   makes one more update after its last evaluation and saves that.)
 - Host syncs happen only at logging, checkpoint and evaluation points; the loss is accumulated on
   the device.
+
+Interruption (Ctrl-C, or SIGTERM where the command maps it to KeyboardInterrupt): after every
+complete iteration the run keeps a copy of its state on the device (``_Run.snapshot``, no host sync);
+a KeyboardInterrupt anywhere in the loop or the final evaluation writes that copy as the checkpoint
+(with further SIGINT/SIGTERM held off until the file is complete) and raises ``RunInterrupted``.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
-import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -30,8 +37,8 @@ import torch
 from torch import Tensor
 
 from .. import ParamDiffAug, __version__
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, config_mismatch, load_checkpoint, rng_state, \
-    save_checkpoint, set_rng_state
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, config_mismatch, load_checkpoint, \
+    rng_state, save_checkpoint, set_rng_state
 from .config import CondenseConfig, resolve, save_config
 from .data import load_tensors
 from .evaluate import evaluate_set, mean_std, random_real_subset, train_epoch
@@ -39,17 +46,30 @@ from .batched import match_loss_auto
 from .networks import get_network, has_batchnorm, set_batchnorm_statistics
 from .outputs import CONFIG, METRICS, SUMMARY, SYNTHETIC, SYNTHETIC_PNG, append_jsonl, read_json, read_jsonl, save_png, \
     save_synthetic, write_json, write_jsonl
+from .progress import Progress, plural
 from .rng import STREAM_CONTROL, STREAM_INIT, STREAM_SAMPLE, derive_seed, generator
 
 logger = logging.getLogger("dsa_fast.condense")
 
-CHECKPOINT_FORMAT = "dsa_fast.condense/1"
 BN_IMAGES_PER_CLASS = 16  # the official BNSizePC
 DSA_SEED_RANGE = 100000  # the official per-class seeds are in [0, 100000)
 
 
 class RunDirError(RuntimeError):
-    """The output folder cannot be used as asked (already holds a run, or holds none to resume)."""
+    """The output folder cannot be used as asked (already holds a run, holds none to resume, or
+    cannot be written)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A KeyboardInterrupt that stopped a run after its checkpoint was written.
+
+    ``iteration``: the last complete iteration, the one the checkpoint holds (None: the run was
+    stopped before its state existed; its folder then resumes from iteration 0).
+    """
+
+    def __init__(self, out: str, iteration: Optional[int], total: int):
+        super().__init__(f"run {out} interrupted")
+        self.out, self.iteration, self.total = out, iteration, total
 
 
 @dataclass
@@ -61,11 +81,42 @@ class RunResult:
     summary: Dict[str, Any] = field(default_factory=dict)
 
 
-def _format_seconds(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+def loss_note(loss: float, first: int, last: int) -> str:
+    """How the console names the matching loss: which iterations it averages (1-based, inclusive)."""
+    if first == last:
+        return f"matching loss of iteration {last}: {loss:.4f}"
+    return f"mean matching loss over iterations {first}-{last}: {loss:.4f}"
+
+
+@contextlib.contextmanager
+def _signals_held(out: str):
+    """SIGINT and SIGTERM are only noted (not raised) inside the block, so a second Ctrl-C cannot
+    stop the checkpoint write half-way. Python runs signal handlers in the main thread only; in
+    another thread there is nothing to hold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum, frame):
+        sys.stderr.write(f"dsa_fast.condense: still writing the checkpoint of {out}; one moment\n")
+
+    held = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in held.items():
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(s, handler)
+
+
+def _on_cpu(x: Any) -> Any:
+    if isinstance(x, Tensor):
+        return x.cpu()
+    if isinstance(x, dict):
+        return {k: _on_cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_on_cpu(v) for v in x)
+    return x
 
 
 class _Run:
@@ -101,6 +152,7 @@ class _Run:
         self.prior_wall = 0.0  # seconds spent before this process (resume)
         self.train_seconds = 0.0  # seconds in condensation iterations, all processes
         self.last_eval = (0, 0.0)  # (iteration, train_seconds) at the previous evaluation
+        self.last_complete: Optional[Dict[str, Any]] = None  # snapshot() after the last complete iteration
         self.start_time = time.perf_counter()
 
     # -- setup --------------------------------------------------------------------------------
@@ -123,27 +175,27 @@ class _Run:
 
     # -- checkpoint ---------------------------------------------------------------------------
 
-    def checkpoint_state(self) -> Dict[str, Any]:
+    def snapshot(self) -> Dict[str, Any]:
+        """The checkpoint of the state now, as copies on the run's device (no host sync), so the
+        run can go on while it is kept; ``_on_cpu`` of it is what ``checkpoint.pt`` holds."""
         return {
             "format": CHECKPOINT_FORMAT,
             "dsa_fast_version": __version__,
             "identity": self.cfg.identity(),
             "iteration": self.iteration,
-            "image_syn": self.image_syn.detach().cpu().clone(),
-            "label_syn": self.label_syn.cpu().clone(),
-            "opt_img": self.opt_img.state_dict(),
+            "image_syn": self.image_syn.detach().clone(),
+            "label_syn": self.label_syn.clone(),
+            "opt_img": copy.deepcopy(self.opt_img.state_dict()),  # the momentum buffer changes in place
             "rng": rng_state({"control": self.control, "sampler": self.sampler}),
-            "metrics": self.metrics,
-            "eval_loss": self.eval_loss.cpu(), "eval_count": self.eval_count,
-            "log_loss": self.log_loss.cpu(), "log_count": self.log_count,
+            "metrics": list(self.metrics),
+            "eval_loss": self.eval_loss.clone(), "eval_count": self.eval_count,
+            "log_loss": self.log_loss.clone(), "log_count": self.log_count,
             "wall_seconds": self.wall(), "train_seconds": self.train_seconds,
             "last_eval": list(self.last_eval),
         }
 
     def restore(self, path: str) -> None:
         state = load_checkpoint(path)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path} holds a {state.get('format')!r} checkpoint, not {CHECKPOINT_FORMAT!r}")
         diff = config_mismatch(state["identity"], self.cfg.identity())
         if diff:
             raise CheckpointError(f"{path} belongs to a different run configuration ({diff}); refusing to resume")
@@ -222,6 +274,7 @@ class _Run:
         accs = evaluate_set(self.image_syn.detach().clone(), self.label_syn, self.test, **self.eval_kwargs())
         m, s = mean_std(accs)
         loss = float(self.eval_loss / self.eval_count) if self.eval_count else None
+        note = "" if loss is None else "; " + loss_note(loss, it - self.eval_count + 1, it)
         done, secs = it - self.last_eval[0], self.train_seconds - self.last_eval[1]
         record = {
             "iteration": it,
@@ -239,16 +292,29 @@ class _Run:
         self.last_eval = (it, self.train_seconds)
         append_jsonl(os.path.join(self.out, METRICS), record)
         self.save_set()
-        logger.info("iteration %d: accuracy %.2f ± %.2f %% over %d models%s", it, 100 * m, 100 * s, len(accs),
-                    "" if loss is None else f", matching loss {loss:.4f}")
+        logger.info("iteration %d: accuracy %.2f ± %.2f %% over %s%s", it, 100 * m, 100 * s,
+                    plural(len(accs), "model"), note)
         return record
 
 
 def _check_fresh_out(out: str) -> None:
-    for name in (CONFIG, CHECKPOINT_NAME, SUMMARY):
+    if os.path.exists(os.path.join(out, SUMMARY)):
+        raise RunDirError(f"{out} already holds a finished run ({SUMMARY}); choose another --out (or delete {out})")
+    for name in (CONFIG, CHECKPOINT_NAME):
         if os.path.exists(os.path.join(out, name)):
-            raise RunDirError(f"{out} already holds a run ({name}); continue it with --resume {out} or choose "
+            raise RunDirError(f"{out} already holds a run ({name}); continue it with --resume {out}, or choose "
                               f"another --out")
+
+
+def _check_writable(out: str) -> None:
+    """Fail before the data is loaded when ``out`` cannot be created or written."""
+    path = os.path.abspath(out)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise RunDirError(f"cannot write the run folder {out}: {path} is a file, not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot write the run folder {out}: {path} is not writable (permission denied)")
 
 
 def condense(
@@ -262,15 +328,19 @@ def condense(
     """Run DSA condensation as ``config`` says and write every output into ``config.out``.
 
     ``resume=True`` continues the run in ``config.out`` from its checkpoint (the configuration must
-    match). ``progress``: a tqdm bar (default: when stderr is a terminal), else log lines.
-    ``on_iteration(i)`` is called after iteration i is complete and checkpointed (tests use it to
-    interrupt a run). ``md5s`` is passed to the data loaders (tests).
+    match); a folder without a checkpoint yet starts from iteration 0. ``progress``: a tqdm bar
+    (default: when stderr is a terminal), else log lines. ``on_iteration(i)`` is called after
+    iteration i is complete and checkpointed (tests use it to interrupt a run). ``md5s`` is passed
+    to the data loaders (tests).
+
+    A KeyboardInterrupt during the run writes the checkpoint of the last complete iteration and
+    raises ``RunInterrupted`` (a KeyboardInterrupt); ``condense(config, resume=True)`` continues it.
     """
     cfg = resolve(config)
     out = cfg.out
     if resume:
         if not os.path.isdir(out):
-            raise RunDirError(f"cannot resume: {out} does not exist")
+            raise RunDirError(f"cannot resume: {out} does not exist; start a new run with --out {out}")
         done = read_json(os.path.join(out, SUMMARY))
         if done is not None and done.get("iterations") == cfg.iterations:
             logger.info("%s: the run is already complete; nothing to do", out)
@@ -278,6 +348,7 @@ def condense(
             return RunResult(out, syn["images"], syn["labels"], read_jsonl(os.path.join(out, METRICS)), done)
     else:
         _check_fresh_out(out)
+    _check_writable(out)
     device = torch.device(cfg.device)
     fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
@@ -286,59 +357,74 @@ def condense(
         return _condense(cfg, resume, progress, on_iteration, md5s)
 
 
+def data_description(cfg: CondenseConfig) -> str:
+    """Which data a run reads, for the console."""
+    if cfg.data_path is None:
+        return "the embedded MNIST subset (dsa_fast/assets; --data-path DIR reads the full dataset)"
+    return f"{cfg.dataset} files under {cfg.data_path}"
+
+
 def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_iteration, md5s) -> RunResult:
     out = cfg.out
     run = _Run(cfg, md5s=md5s)  # loads the data first: a missing file leaves no empty run folder
-    os.makedirs(out, exist_ok=True)
     ckpt_path = os.path.join(out, CHECKPOINT_NAME)
-    if resume:
-        run.restore(ckpt_path)
-        write_jsonl(os.path.join(out, METRICS), run.metrics)  # drop lines written after the checkpoint
-        logger.info("resuming %s at iteration %d of %d", out, run.iteration, cfg.iterations)
-    else:
-        save_config(cfg, os.path.join(out, CONFIG), meta={"dsa_fast": __version__, "torch": torch.__version__,
-                                                          "python": sys.version.split()[0]})
-        write_jsonl(os.path.join(out, METRICS), [])
-        logger.info("condensing %s (%s) at ipc %d for %d iterations on %s -> %s", cfg.dataset,
-                    "embedded subset" if cfg.data_path is None else cfg.data_path, cfg.ipc, cfg.iterations,
-                    cfg.device, out)
+    state: Optional[Dict[str, Any]] = None  # the last complete iteration, written if interrupted
+    try:
+        try:
+            os.makedirs(out, exist_ok=True)
+            if resume and os.path.exists(ckpt_path):
+                run.restore(ckpt_path)
+                write_jsonl(os.path.join(out, METRICS), run.metrics)  # drop lines written after the checkpoint
+                logger.info("resuming %s at iteration %d of %d (data: %s)", out, run.iteration, cfg.iterations,
+                            data_description(cfg))
+            else:
+                if not resume:
+                    save_config(cfg, os.path.join(out, CONFIG), meta={
+                        "dsa_fast": __version__, "torch": torch.__version__, "python": sys.version.split()[0]})
+                write_jsonl(os.path.join(out, METRICS), [])
+                logger.info("%s %s at %s for %s on %s -> %s",
+                            "resuming (no checkpoint yet: from iteration 0)" if resume else "condensing",
+                            cfg.dataset, plural(cfg.ipc, "image") + " per class", plural(cfg.iterations, "iteration"),
+                            cfg.device, out)
+                logger.info("data: %s", data_description(cfg))
+        except OSError as e:
+            raise RunDirError(f"cannot write the run folder {out}: {e.strerror or e}") from e
+        run.last_complete = run.snapshot()
+        return _iterate(run, ckpt_path, progress, on_iteration)
+    except KeyboardInterrupt:
+        state = run.last_complete
+        if state is not None:
+            with _signals_held(out):
+                save_checkpoint(ckpt_path, _on_cpu(state))
+        raise RunInterrupted(out, None if state is None else state["iteration"], cfg.iterations) from None
 
+
+def _iterate(run: _Run, ckpt_path: str, progress: Optional[bool], on_iteration) -> RunResult:
+    cfg, out = run.cfg, run.out
     evaluating = cfg.eval_models > 0
     evaluated = {m["iteration"] for m in run.metrics}
-    show_bar = sys.stderr.isatty() if progress is None else progress
-    bar = None
-    with contextlib.ExitStack() as stack:
-        if show_bar:
-            from tqdm import tqdm
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            bar = stack.enter_context(tqdm(total=cfg.iterations, initial=run.iteration, desc="condense", unit="it",
-                                           dynamic_ncols=True))
-            stack.enter_context(logging_redirect_tqdm())  # log lines print above the bar
+    with Progress(cfg.iterations, desc="iteration", unit="it", log_every=cfg.log_every, initial=run.iteration,
+                  bar=progress, clock=lambda: run.train_seconds) as bar:
         while run.iteration < cfg.iterations:
             it = run.iteration
             if evaluating and cfg.eval_every and it % cfg.eval_every == 0 and it not in evaluated:
                 run.evaluate()
                 evaluated.add(it)
+                run.last_complete = run.snapshot()  # an interrupt now need not evaluate again
             t0 = time.perf_counter()
             run.step()
             run.iteration = it + 1
             run.train_seconds += time.perf_counter() - t0
-            if run.iteration % cfg.log_every == 0 or run.iteration == cfg.iterations:
+            note = None
+            if bar.due():
                 loss = float(run.log_loss / run.log_count)  # host sync: logging points only
+                note = loss_note(loss, run.iteration - run.log_count + 1, run.iteration)
                 run.log_loss.zero_()
                 run.log_count = 0
-                rate = run.iteration / run.train_seconds if run.train_seconds > 0 else float("nan")
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                else:
-                    eta = (cfg.iterations - run.iteration) / rate if rate > 0 else float("nan")
-                    logger.info("iteration %d/%d  matching loss %.4f  %.2f it/s  ETA %s", run.iteration,
-                                cfg.iterations, loss, rate, _format_seconds(eta))
-            if bar is not None:
-                bar.update(1)
+            bar.update(1, note)
+            run.last_complete = run.snapshot()
             if run.iteration % cfg.checkpoint_every == 0 or run.iteration == cfg.iterations:
-                save_checkpoint(ckpt_path, run.checkpoint_state())
+                save_checkpoint(ckpt_path, _on_cpu(run.last_complete))
             if on_iteration is not None:
                 on_iteration(run.iteration)
 
@@ -367,7 +453,7 @@ def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_it
         baccs = evaluate_set(bx, by, run.test, **run.eval_kwargs())
         summary["baseline_mean"], summary["baseline_std"] = mean_std(baccs)
         summary["baseline_accuracies"] = baccs
-        logger.info("random real baseline (%d images per class): %.2f ± %.2f %%", cfg.ipc,
+        logger.info("random real baseline (%s per class): %.2f ± %.2f %%", plural(cfg.ipc, "image"),
                     100 * summary["baseline_mean"], 100 * summary["baseline_std"])
     summary["wall_seconds"] = round(run.wall(), 3)
     summary["condense_seconds"] = round(run.train_seconds, 3)
