@@ -319,7 +319,7 @@ def load_synthetic(path: str) -> Dict[str, Any]:
         syn = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if zipfile.is_zipfile(path):  # a torch.save file, but not of plain tensors and data
-            raise not_ours(f"it holds Python objects other than tensors and plain data ({type(e).__name__})") from None
+            raise not_ours("it holds Python objects other than tensors and plain data") from None
         raise not_ours("it is not a file written by torch.save, or it is truncated") from None
     if isinstance(syn, dict) and syn.get("format") == CHECKPOINT_FORMAT:
         raise not_ours(f"it is a run checkpoint; evaluate {os.path.join(os.path.dirname(path) or '.', 'synthetic.pt')}")

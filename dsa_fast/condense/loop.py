@@ -372,24 +372,26 @@ def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_it
     try:
         try:
             os.makedirs(out, exist_ok=True)
-            if resume and os.path.exists(ckpt_path):
+            restored = resume and os.path.exists(ckpt_path)
+            if restored:
                 run.restore(ckpt_path)
                 write_jsonl(os.path.join(out, METRICS), run.metrics)  # drop lines written after the checkpoint
-                logger.info("resuming %s at iteration %d of %d (data: %s)", out, run.iteration, cfg.iterations,
-                            data_description(cfg))
             else:
                 if not resume:
                     save_config(cfg, os.path.join(out, CONFIG), meta={
                         "dsa_fast": __version__, "torch": torch.__version__, "python": sys.version.split()[0]})
                 write_jsonl(os.path.join(out, METRICS), [])
-                logger.info("%s %s at %s for %s on %s -> %s",
-                            "resuming (no checkpoint yet: from iteration 0)" if resume else "condensing",
-                            cfg.dataset, plural(cfg.ipc, "image") + " per class", plural(cfg.iterations, "iteration"),
-                            cfg.device, out)
-                logger.info("data: %s", data_description(cfg))
         except OSError as e:
             raise RunDirError(f"cannot write the run folder {out}: {e.strerror or e}") from e
-        run.last_complete = run.snapshot()
+        run.last_complete = run.snapshot()  # before anything is reported: an interrupt from now on keeps it
+        if restored:
+            logger.info("resuming %s at iteration %d of %d", out, run.iteration, cfg.iterations)
+        else:
+            logger.info("%s %s at %s for %s on %s -> %s",
+                        "resuming (no checkpoint yet: from iteration 0)" if resume else "condensing",
+                        cfg.dataset, plural(cfg.ipc, "image") + " per class", plural(cfg.iterations, "iteration"),
+                        cfg.device, out)
+        logger.info("data: %s", data_description(cfg))
         return _iterate(run, ckpt_path, progress, on_iteration)
     except KeyboardInterrupt:
         state = run.last_complete
@@ -421,8 +423,9 @@ def _iterate(run: _Run, ckpt_path: str, progress: Optional[bool], on_iteration) 
                 note = loss_note(loss, run.iteration - run.log_count + 1, run.iteration)
                 run.log_loss.zero_()
                 run.log_count = 0
-            bar.update(1, note)
+            # Copied before it is reported: once "iteration i" shows, an interrupt keeps at least i.
             run.last_complete = run.snapshot()
+            bar.update(1, note)
             if run.iteration % cfg.checkpoint_every == 0 or run.iteration == cfg.iterations:
                 save_checkpoint(ckpt_path, _on_cpu(run.last_complete))
             if on_iteration is not None:
