@@ -279,6 +279,9 @@ def test_console_names_each_loss_by_its_iterations(tmp_path, caplog, capsys):
     metrics = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     assert f"{metrics[-1]['loss']:.4f}" == f"{mean:.4f}"
     assert any(m.startswith("random real baseline (1 image per class)") for m in msgs)
+    # the evaluations report their training passes too (one line per network without a terminal)
+    for what in ("evaluation at iteration 3", "random real baseline"):
+        assert len([m for m in msgs if m.startswith(f"{what}: training pass 2/2  ")]) == 1, msgs
     assert any("at 1 image per class for 3 iterations" in m for m in msgs)
 
 

@@ -9,7 +9,7 @@ Library use (the command line is ``python -m dsa_fast.condense``; see docs/conde
 from .config import CondenseConfig, main_job_config, resolve
 from .data import DatasetError, load_split, load_tensors
 from .evaluate import evaluate_set
-from .loop import RunDirError, RunResult, condense
+from .loop import RunDirError, RunInterrupted, RunResult, condense
 from .matching import gradient_distance, match_loss
 from .networks import ConvNet, get_network
 from .checkpoint import CheckpointError
@@ -21,6 +21,7 @@ __all__ = [
     "condense",
     "RunResult",
     "RunDirError",
+    "RunInterrupted",
     "CheckpointError",
     "DatasetError",
     "load_split",

@@ -57,7 +57,7 @@ _HELP: Dict[str, str] = {
     "eval_every": "evaluate before iterations 0, k, 2k, ... and after the last (0: after the last only)",
     "eval_models": "networks trained per evaluation (0: no evaluation)",
     "eval_epochs": "epochs per evaluation network (trains epochs+1 passes, as the official code)",
-    "device": "torch device",
+    "device": "torch device: cpu, cuda, cuda:<n>, or mps where there is one",
     "seed": "seed of every random stream of the run",
     "out": "output folder",
     "checkpoint_every": "write a checkpoint every this many iterations",

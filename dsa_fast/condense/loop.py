@@ -123,8 +123,9 @@ class _Run:
     """The state of one run (data, synthetic set, optimiser, generators, metrics) and its steps;
     ``_condense`` drives it."""
 
-    def __init__(self, config: CondenseConfig, md5s=None):
+    def __init__(self, config: CondenseConfig, md5s=None, progress: Optional[bool] = None):
         self.cfg = config
+        self.progress = progress  # bar or log lines, for the evaluations too
         self.out = config.out
         self.device = torch.device(config.device)
         self.train = load_tensors(config.dataset, config.data_path, "train", self.device, md5s=md5s)
@@ -268,10 +269,17 @@ class _Run:
         save_png(os.path.join(self.out, SYNTHETIC_PNG), self.image_syn, self.label_syn, self.info.mean,
                  self.info.std, self.num_classes)
 
+    def evaluate_images(self, images: Tensor, labels: Tensor, what: str) -> List[float]:
+        """``evaluate_set`` with a progress report per network (a bar on a terminal)."""
+        passes = self.cfg.eval_epochs + 1
+        with Progress(self.cfg.eval_models * passes, desc=f"{what}: training pass", unit="pass", log_every=passes,
+                      bar=self.progress, leave=False) as bar:
+            return evaluate_set(images, labels, self.test, on_pass=bar.update, **self.eval_kwargs())
+
     def evaluate(self) -> Dict[str, Any]:
         it = self.iteration
         t0 = time.perf_counter()
-        accs = evaluate_set(self.image_syn.detach().clone(), self.label_syn, self.test, **self.eval_kwargs())
+        accs = self.evaluate_images(self.image_syn.detach().clone(), self.label_syn, f"evaluation at iteration {it}")
         m, s = mean_std(accs)
         loss = float(self.eval_loss / self.eval_count) if self.eval_count else None
         note = "" if loss is None else "; " + loss_note(loss, it - self.eval_count + 1, it)
@@ -366,7 +374,7 @@ def data_description(cfg: CondenseConfig) -> str:
 
 def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_iteration, md5s) -> RunResult:
     out = cfg.out
-    run = _Run(cfg, md5s=md5s)  # loads the data first: a missing file leaves no empty run folder
+    run = _Run(cfg, md5s=md5s, progress=progress)  # loads the data first: a missing file leaves no empty run folder
     ckpt_path = os.path.join(out, CHECKPOINT_NAME)
     state: Optional[Dict[str, Any]] = None  # the last complete iteration, written if interrupted
     try:
@@ -453,7 +461,7 @@ def _iterate(run: _Run, ckpt_path: str, progress: Optional[bool], on_iteration) 
     }
     if evaluating:
         bx, by = random_real_subset(run.train, cfg.ipc, cfg.seed)
-        baccs = evaluate_set(bx, by, run.test, **run.eval_kwargs())
+        baccs = run.evaluate_images(bx, by, "random real baseline")
         summary["baseline_mean"], summary["baseline_std"] = mean_std(baccs)
         summary["baseline_accuracies"] = baccs
         logger.info("random real baseline (%s per class): %.2f ± %.2f %%", plural(cfg.ipc, "image"),

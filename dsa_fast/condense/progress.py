@@ -33,12 +33,12 @@ class Progress:
     """Counts steps towards ``total`` and reports them.
 
     ``bar``: a tqdm bar (default: when stderr is a terminal), else log lines on ``logger`` every
-    ``log_every`` steps and at the last. ``clock`` gives the seconds the rate is measured against
+    ``log_every`` steps and at the last (none when ``total`` is 0). ``clock`` gives the seconds the rate is measured against
     (default: wall time), so a caller can leave out time it spends on something else.
     """
 
     def __init__(self, total: int, *, desc: str, unit: str, log_every: int, initial: int = 0,
-                 bar: Optional[bool] = None, clock: Callable[[], float] = time.perf_counter):
+                 bar: Optional[bool] = None, clock: Callable[[], float] = time.perf_counter, leave: bool = True):
         self.total, self.desc, self.unit, self.log_every = total, desc, unit, max(1, log_every)
         self.done = self.initial = initial
         self.clock = clock
@@ -46,6 +46,7 @@ class Progress:
         self.show_bar = sys.stderr.isatty() if bar is None else bar
         self._stack = contextlib.ExitStack()
         self._bar = None
+        self.leave = leave  # keep the finished bar on screen (False: a bar inside another's run)
 
     def __enter__(self) -> "Progress":
         if self.show_bar:
@@ -53,7 +54,7 @@ class Progress:
             from tqdm.contrib.logging import logging_redirect_tqdm
 
             self._bar = self._stack.enter_context(tqdm(total=self.total, initial=self.initial, desc=self.desc,
-                                                       unit=self.unit, dynamic_ncols=True))
+                                                       unit=self.unit, dynamic_ncols=True, leave=self.leave))
             self._stack.enter_context(logging_redirect_tqdm())  # log lines print above the bar
         return self
 
