@@ -412,6 +412,8 @@ def test_program_name_follows_the_invocation(capsys):
     assert 'dsa-condense = "dsa_fast.condense.cli:main"' in text
     out = _help(cli.main, "/opt/venv/bin/dsa-condense", capsys)
     assert out.startswith("usage: dsa-condense ") and "--resume RUN_DIR" in out
+    out = _help(cli.main, "/somewhere/dsa_fast/condense/__main__.py", capsys)  # the module, however started
+    assert out.startswith("usage: python -m dsa_fast.condense ")
     out = _help(lambda: runpy.run_module("dsa_fast.condense", run_name="__main__"), "-m", capsys)
     assert out.startswith("usage: python -m dsa_fast.condense ")
     out = _help(lambda: runpy.run_module("dsa_fast.evaluate", run_name="__main__"), "-m", capsys)

@@ -84,11 +84,18 @@ def _show(name: str, v: Any) -> str:
     return _DERIVED[name] if v is None else str(v)
 
 
+def invoked_as(module_form: str) -> str:
+    """The command's name as the user typed it: the console script's name (``dsa-condense``), or
+    ``module_form`` when Python ran a ``__main__.py`` (``python -m ...``)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return module_form if name in ("", "-c", "-m", "__main__.py") else name
+
+
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    """``prog``: how the command was invoked (None: the name it was started as, e.g. dsa-condense)."""
+    """``prog``: how the command was invoked (None: ``invoked_as``)."""
     published, job = CondenseConfig(), main_job_config()
     p = argparse.ArgumentParser(
-        prog=prog,
+        prog=prog or invoked_as("python -m dsa_fast.condense"),
         description="Dataset condensation by gradient matching with Differentiable Siamese Augmentation "
                     "(Zhao & Bilen, ICML 2021). With neither --dataset nor --data-path: the embedded main job "
                     "(a small MNIST subset shipped in the package, ipc 1, reduced counts).",
@@ -249,7 +256,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
 def build_evaluate_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     d = CondenseConfig()
     p = argparse.ArgumentParser(
-        prog=prog,
+        prog=prog or invoked_as("python -m dsa_fast.evaluate"),
         description="Evaluate a synthetic set (synthetic.pt of a dsa_fast.condense run) as in DSA: fresh "
                     "networks trained on it with per-sample DSA augmentation, tested without augmentation.",
     )
