@@ -158,7 +158,7 @@ def check_device(device: str) -> None:
     """A ValueError naming the devices there are, unless ``device`` can hold this run's tensors."""
     import torch
 
-    here = ", ".join(available_devices())
+    here = ", ".join(available_devices()) + " (choose with --device)"
     try:
         dev = torch.device(device)
     except RuntimeError as e:
