@@ -156,3 +156,15 @@ def test_gpu_check_arguments_and_report_stage(tmp_path, reference):
         capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 1 and "FAIL" in run.stdout
+
+
+def test_default_reference_is_the_official_h200_timings_in_the_repository():
+    path, found = report.find_reference(None)
+    assert found and path == HERE / "official_h200.json"
+    ref, info = report.load_reference(path)
+    assert "H200" in json.dumps(info)
+    # Every per-call row is read, keyed (shape, strategy), with both directions.
+    with open(path) as f:
+        rows = json.load(f)["per_call"]
+    assert len(ref) == len(rows) > 0
+    assert all(set(v) == {"fwd", "fwdbwd"} and min(v.values()) > 0 for v in ref.values())
