@@ -58,7 +58,14 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "needs_cuda: the test needs a CUDA device; skipped when none is available")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: the CUDA rows of `device` get the marker too
 def pytest_collection_modifyitems(config, items):
+    # Every test that runs on CUDA carries needs_cuda, also the "cuda" rows of tests parametrised over
+    # DEVICES, so `pytest -m needs_cuda` runs each CUDA test once (benchmarks/gpu_check.sh).
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and str(callspec.params.get("device", "")).startswith("cuda"):
+            item.add_marker(needs_cuda)
     if HAS_CUDA:
         return
     skip = pytest.mark.skip(reason="CUDA not available")

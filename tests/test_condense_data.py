@@ -1,4 +1,4 @@
-"""Dataset loaders: real MNIST/FashionMNIST from ../shared/data; CIFAR-10/100 and SVHN from small
+"""Dataset loaders: real MNIST/FashionMNIST from $DSA_FAST_DATA; CIFAR-10/100 and SVHN from small
 files the tests write in the original formats. Every loader must reject a wrong md5 and a
 truncated file with a message that names the path."""
 from __future__ import annotations
@@ -30,7 +30,7 @@ def test_idx_loader_reads_original_files(name):
 
 
 def _copy_split(name: str, tmp_path, split="test"):
-    """A writable copy of one split of the shared files (the shared folder is read-only)."""
+    """A writable copy of one split of the original files (the data folder may be read-only)."""
     root = shared_data()
     rels = [r for r in ORIGINAL_MD5[name] if ("t10k" in r) == (split == "test")]
     for rel in rels:
