@@ -339,7 +339,7 @@ run_stage() {
   local before t0 rc dt status
   before=$(wc -l <"$LOG")
   t0=$(date +%s)
-  # SIGINT first: pytest then ends its session and pytest-benchmark still writes the JSON.
+  # SIGINT first: pytest then ends its run and pytest-benchmark still writes the JSON.
   timeout -s INT -k 15 "$t" bash -c "stage_${name//-/_}" >>"$LOG" 2>&1
   rc=$?
   dt=$(($(date +%s) - t0))

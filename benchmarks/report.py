@@ -33,7 +33,7 @@ OFFICIAL_TIMINGS = REPO / "benchmarks" / "official_h200.json"
 FULL = "color_crop_cutout_flip_scale_rotate"
 MAIN_SHAPE = (256, 3, 32, 32)
 
-# Targets (the numbers).
+# Targets (the project's performance goals, README).
 DEVICE_S_FWD_MS = 0.03
 DEVICE_M_FWD_MS = 0.05
 DEVICE_FWDBWD_OVER_FLOOR = 1.5

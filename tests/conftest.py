@@ -30,7 +30,7 @@ LOW_PRECISION_DTYPES = [torch.float16, torch.bfloat16]
 
 needs_cuda = pytest.mark.needs_cuda
 
-# Every strategy token and every op it expands to (spec §2); tests spell them out rather than
+# Every strategy token and every op it expands to (docs/semantics.md §2); tests spell them out rather than
 # reading them from the package so that a renamed token is caught.
 TOKENS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 FULL_STRATEGY = "color_crop_cutout_flip_scale_rotate"
@@ -139,7 +139,7 @@ class Golden:
         return torch.from_numpy(np.array(self.arrays[f"{name}_{kind}"], copy=True))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def golden() -> Golden:
     meta, cases, arrays = read_packed(str(GOLDEN_DIR))
     return Golden(meta, cases, arrays)
