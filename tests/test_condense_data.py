@@ -219,3 +219,22 @@ def test_subset_tool_regenerates_the_shipped_file(tmp_path):
     again = str(tmp_path / "again.npz")
     tool.main(["--data-path", shared_data(), "--out", again])
     assert open(out, "rb").read() == open(again, "rb").read()  # deterministic bytes
+
+
+def test_missing_original_data_skips_with_the_reason_or_fails_when_required(tmp_path, monkeypatch):
+    """Without the original files the data tests skip and say what to set; under
+    DSA_FAST_REQUIRE_DATA=1 (CI) the same absence is a failure."""
+    monkeypatch.delenv("DSA_FAST_REQUIRE_DATA", raising=False)
+    monkeypatch.delenv("DSA_FAST_DATA", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"\$DSA_FAST_DATA is not set"):
+        shared_data()
+    monkeypatch.setenv("DSA_FAST_DATA", str(tmp_path))
+    with pytest.raises(pytest.skip.Exception, match="MNIST/raw/t10k-labels-idx1-ubyte.gz.* not found in"):
+        shared_data()
+    monkeypatch.setenv("DSA_FAST_REQUIRE_DATA", "1")
+    with pytest.raises(pytest.fail.Exception, match="DSA_FAST_REQUIRE_DATA=1 makes this a failure"):
+        shared_data()
+    for name in ("MNIST", "FashionMNIST"):
+        (tmp_path / name / "raw").mkdir(parents=True)
+        (tmp_path / name / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"")
+    assert shared_data() == str(tmp_path)

@@ -340,7 +340,7 @@ def test_device_rng_distributions():
 
 
 # ---------------------------------------------------------------------------------------------
-# CUDA only (run by benchmarks/gpu_check.sh on the GPU machine)
+# CUDA only (benchmarks/gpu_check.sh runs them on a GPU)
 # ---------------------------------------------------------------------------------------------
 
 
