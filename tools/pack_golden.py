@@ -129,9 +129,11 @@ def pack(original: str, out: str = PACKED_DIR) -> None:
         "sha256": inputs_digest(cases, inputs),
     }
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "cases.json"), "w") as f:
-        json.dump({**meta, "cases": cases}, f, separators=(",", ":"))
-        f.write("\n")
+    with open(os.path.join(out, "cases.json"), "w") as f:  # one case per line: small, and diffs read well
+        head = json.dumps(meta, indent=1)[:-2]
+        f.write(head + ',\n "cases": [\n')
+        f.write(",\n".join("  " + json.dumps(c, separators=(",", ":")) for c in cases))
+        f.write("\n ]\n}\n")
     write_npz(os.path.join(out, "expected.npz"),
               [(f"{c['name']}_{kind}", arrays[f"{c['name']}_{kind}"]) for c in cases for kind in STORED_KINDS])
 
