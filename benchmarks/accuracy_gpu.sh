@@ -1,43 +1,38 @@
 #!/usr/bin/env bash
-# The prepared accuracy runs for the GPU machine (issue 5, part 5): DSA at the published protocol,
-# ipc 1, 1000 iterations, 20 evaluation models (1000 epochs each), for
+# The accuracy runs on a GPU: DSA at the published protocol (docs/semantics.md §5), ipc 1, 1000
+# iterations, 20 evaluation models (1000 epochs each), via `python3 -m dsa_fast.condense`, for
 #   mnist    MNIST         strategy color_crop_cutout_scale_rotate       (no flip for digits)
 #   fashion  FashionMNIST  strategy color_crop_cutout_flip_scale_rotate
-# via `python3 -m dsa_fast.condense`.
 #
-# GPU time comes in slices (15 minutes per session): each call runs the unfinished jobs in order
-# until the time budget is spent, resuming a job from its checkpoint when its run folder has one,
-# and stops cleanly before the budget runs out (SIGINT via `timeout -s INT`; what was done since the
-# last checkpoint, at most --checkpoint-every iterations, is redone next time). Call it again with
-# the same run root in the next slice; a finished job only prints its results.
+# First it builds the extension in place and stops with a message when dsa_fast has no CUDA kernels
+# (tools/check_cuda_build.py). The jobs take longer than one call may: each call runs the unfinished
+# jobs in order until its time budget is spent (build included), resuming a job from its checkpoint
+# when its run folder has one, and stops cleanly before the budget ends (SIGINT via
+# `timeout -s INT`; the iterations since the last checkpoint, at most --checkpoint-every, are redone
+# next time). Call it again with the same run root to continue; a finished job only prints its results.
 #
-# The ../shared/data beside a checkout does not travel to the GPU machine: copy the dataset folders
-# into a git-ignored folder of the repository, carry it, and pass it with --data-path, e.g.
-#   here:   mkdir -p data_gpu && cp -r ../shared/data/MNIST ../shared/data/FashionMNIST data_gpu/
-#   device: bash benchmarks/accuracy_gpu.sh --data-path data_gpu --run-root runs_gpu --budget 780
-#           (carry data_gpu and runs_gpu; $OUT/... also works as run root if the runs must come back:
-#           then copy the run folders back into runs_gpu before the next slice)
-#
-# usage: bash benchmarks/accuracy_gpu.sh --data-path DIR --run-root DIR --budget SECONDS [options]
-#   --data-path DIR     root with MNIST/raw/*.gz and FashionMNIST/raw/*.gz (torchvision layout)
+# usage: bash benchmarks/accuracy_gpu.sh [--data-path DIR] --run-root DIR [--budget SECONDS] [options]
+#   --data-path DIR     a data folder with MNIST/raw/*.gz and FashionMNIST/raw/*.gz (torchvision
+#                       layout; default: $DSA_FAST_DATA)
 #   --run-root DIR      where the run folders live: DIR/mnist-ipc1, DIR/fashion-ipc1
-#   --budget SECONDS    wall time this call may use, all jobs together (default 780)
+#   --budget SECONDS    wall time this call may use, build and all jobs together (default 420)
 #   --jobs a,b          which jobs, in order (default mnist,fashion)
 #   --python PY         the Python with torch (default: $PYTHON, else python3)
-#   --device DEV        (default cuda)
+#   --device DEV        (default cuda; another device skips the CUDA kernel check)
 #   --seed N            (default 0)
 #   --iterations N      (default 1000)   --eval-models N (default 20)   --eval-epochs N (default 1000)
 #   --eval-every N      evaluate also every N iterations (default 0: only after the last, which is
 #                       the published number; the official code also evaluates at 0 and 500)
 #   --checkpoint-every N (default 10)
-# Exit status: 0 every job is complete; 3 the budget ran out (call again); 1 a job failed.
+# Exit status: 0 every job is complete; 3 the budget ran out (call again); 1 a job failed or the
+# extension has no CUDA kernels.
 # Results: each run folder's summary.json (accuracy_mean/std over the evaluation models, and the
 # random-real baseline) and metrics.jsonl; printed at the end of every call for the finished jobs.
 set -uo pipefail
 
-DATA=""
+DATA=${DSA_FAST_DATA:-}
 RUN_ROOT=""
-BUDGET=780
+BUDGET=420
 JOBS="mnist,fashion"
 PY=${PYTHON:-python3}
 DEVICE=cuda
@@ -70,12 +65,24 @@ while [ $# -gt 0 ]; do
   esac
   shift 2
 done
-[ -n "$DATA" ] || die "--data-path is required"
+[ -n "$DATA" ] || die "no data folder: pass --data-path DIR or set DSA_FAST_DATA"
 [ -n "$RUN_ROOT" ] || die "--run-root is required"
+START=$SECONDS
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+DATA=$(abspath "$DATA")
+RUN_ROOT=$(abspath "$RUN_ROOT")
+case "$PY" in */*) PY=$(abspath "$PY") ;; esac
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$RUN_ROOT" || die "cannot create $RUN_ROOT"
-START=$SECONDS
+
+# The extension, built in place against this machine's torch (a no-op when up to date; every core unless MAX_JOBS says otherwise).
+echo "accuracy_gpu: building the extension ($(date -u +%T))"
+(cd "$ROOT" && CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" "$PY" setup.py -q build_ext --inplace \
+  --build-temp build/gpu) || die "the extension did not build (see above)"
+if [[ "$DEVICE" == cuda* ]]; then
+  (cd "$ROOT" && "$PY" tools/check_cuda_build.py) || die "STOP: dsa_fast has no CUDA kernels (dsa_fast.has_ops() is False or the ops have no CUDA kernel); the runs would not use the fused kernels"
+fi
 LAUNCH='import runpy, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.argv = ["dsa_fast.condense"] + sys.argv[1:]

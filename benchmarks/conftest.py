@@ -37,7 +37,7 @@ import torch
 # The grid
 # ---------------------------------------------------------------------------------------------
 
-# The shapes of the official H200 timings (shared/bench/reference-dsa-h200.json), in its order.
+# The shapes of the official H200 timings (benchmarks/official_h200.json), in its order.
 SHAPES: Dict[str, Tuple[int, int, int, int]] = {
     "256x3x32x32": (256, 3, 32, 32),
     "10x3x32x32": (10, 3, 32, 32),
@@ -119,7 +119,7 @@ def pytest_configure(config):
     if threads:
         torch.set_num_threads(int(threads))
     # NB: a process started with SIGINT ignored (a background job of a non-interactive shell)
-    # keeps it ignored, and then `timeout -s INT` cannot end the session cleanly; with Python's
+    # keeps it ignored, and then `timeout -s INT` cannot end the run cleanly; with Python's
     # handler back, pytest stops on SIGINT and pytest-benchmark still writes the rows timed so far.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -4,7 +4,7 @@
     python benchmarks/report.py RUN.json [MORE.json ...] [--reference REF.json] [--output report.md] [--brief]
 
 For each row: median ms, images/s, peak memory (CUDA), and for CUDA rows the speed-up over the
-official H200 timing of the same shape / strategy / direction (shared/bench/reference-dsa-h200.json),
+official H200 timing of the same shape / strategy / direction (benchmarks/official_h200.json),
 then whether the targets hold:
 
 - rng='device' (CUDA, fused): a seeded 'S' call forward <= 0.03 ms and an 'M' call <= 0.05 ms at
@@ -14,8 +14,8 @@ then whether the targets hold:
 - CPU: fused >= 5x faster than the reference backend for the full 'M' chain at 256x3x32x32,
   forward and forward+backward separately.
 
-The reference JSON: --reference, else $DSA_FAST_SHARED/bench/, else ../shared/bench/ beside the
-repository, else shared/bench/ inside it. Exit status: 0; 2 when no benchmark row could be read;
+The official timings: --reference, else benchmarks/official_h200.json (see benchmarks/README.md).
+Exit status: 0; 2 when no benchmark row could be read;
 3 with --require-reference when the reference JSON is missing; 1 with --fail-on-target when a
 target fails.
 """
@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_NAME = "reference-dsa-h200.json"
+OFFICIAL_TIMINGS = REPO / "benchmarks" / "official_h200.json"
 FULL = "color_crop_cutout_flip_scale_rotate"
 MAIN_SHAPE = (256, 3, 32, 32)
 
-# Targets (the issue's numbers).
+# Targets (the project's performance goals, README).
 DEVICE_S_FWD_MS = 0.03
 DEVICE_M_FWD_MS = 0.05
 DEVICE_FWDBWD_OVER_FLOOR = 1.5
@@ -134,25 +133,9 @@ def _row(path: str, b: dict) -> Optional[Row]:
     )
 
 
-def reference_candidates() -> List[Path]:
-    out = []
-    env = os.environ.get("DSA_FAST_SHARED")
-    if env:
-        out.append(Path(env) / "bench" / REFERENCE_NAME)
-    out.append(REPO.parent / "shared" / "bench" / REFERENCE_NAME)
-    out.append(REPO / "shared" / "bench" / REFERENCE_NAME)
-    return out
-
-
 def find_reference(explicit: Optional[str]) -> Tuple[Path, bool]:
-    if explicit:
-        p = Path(explicit)
-        return p, p.is_file()
-    candidates = reference_candidates()
-    for p in candidates:
-        if p.is_file():
-            return p, True
-    return candidates[0], False
+    p = Path(explicit) if explicit else OFFICIAL_TIMINGS
+    return p, p.is_file()
 
 
 def load_reference(path: Path) -> Tuple[Dict[Tuple[Tuple[int, ...], str], Dict[str, float]], dict]:
@@ -449,7 +432,7 @@ class Report:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("json", nargs="+", help="pytest-benchmark --benchmark-json file(s) of benchmarks/test_bench_augment.py")
-    ap.add_argument("--reference", help=f"the official timings (default: the first of {', '.join(map(str, reference_candidates()))} that exists)")
+    ap.add_argument("--reference", help=f"the official timings (default: {OFFICIAL_TIMINGS.relative_to(REPO)})")
     ap.add_argument("--output", "-o", help="write the full markdown report here")
     ap.add_argument("--brief", action="store_true", help="print a short report (targets and the DiffAugment rows) to stdout")
     ap.add_argument("--require-reference", action="store_true", help="exit 3 when the official timings are missing")

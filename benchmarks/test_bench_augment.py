@@ -5,7 +5,7 @@ Rows (each at every shape of the grid, see conftest.py), forward (``fwd``) and f
 
 - ``test_diffaugment``: the drop-in call ``DiffAugment(x, strategy, seed, ParamDiffAug(aug_mode, rng),
   backend)`` for each family, the full strategy in 'S' mode and in 'M' mode; seeded with a new seed
-  per call, as the official timings (shared/bench/reference-dsa-h200.json) were taken;
+  per call, as the official timings (benchmarks/official_h200.json) were taken;
   rng 'compat' and 'device'; backend 'fused' and 'reference'.
 - ``test_floor``: one elementwise kernel (``x.mul(1.0001)``; ``x.mul(c).sum().backward()``) and one
   ``grid_sample`` with a ready grid, on the same tensor: what a single kernel costs here.

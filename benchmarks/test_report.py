@@ -156,3 +156,39 @@ def test_gpu_check_arguments_and_report_stage(tmp_path, reference):
         capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 1 and "FAIL" in run.stdout
+
+
+def test_default_reference_is_the_official_h200_timings_in_the_repository():
+    path, found = report.find_reference(None)
+    assert found and path == HERE / "official_h200.json"
+    ref, info = report.load_reference(path)
+    assert "H200" in json.dumps(info)
+    # Every per-call row is read, keyed (shape, strategy), with both directions.
+    with open(path) as f:
+        rows = json.load(f)["per_call"]
+    assert len(ref) == len(rows) > 0
+    assert all(set(v) == {"fwd", "fwdbwd"} and min(v.values()) > 0 for v in ref.values())
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+def test_gpu_check_plan_and_time_budgets(tmp_path):
+    run = subprocess.run(["bash", str(GPU_CHECK), "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines() if line.startswith("  ")]
+    stages = [r[0] for r in rows]
+    assert stages == ["env", "build", "check", "tests-cuda", "bench-main", "bench-rest", "report"]
+    budgets = [int(r[1].rstrip("s")) for r in rows]
+    assert sum(budgets) <= 450  # the whole script under 8 minutes with margin
+    # The CUDA tests run once, in one stage, from the repository (no material from outside it).
+    assert run.stdout.count("pytest -q tests") == 1 and "-m needs_cuda" in run.stdout
+    assert "official_h200.json" in run.stdout
+    # Budgets scale with --budget over the selected stages.
+    run = subprocess.run(["bash", str(GPU_CHECK), "--dry-run", "--only", "build,report", "--budget", "150"],
+                         capture_output=True, text=True, timeout=60)
+    plan = {r.split()[0]: r.split()[1] for r in run.stdout.splitlines() if r.startswith("  ")}
+    assert plan["build"] == "140s" and plan["report"] == "10s" and plan["env"] == "skip"
+    # A stage that gets no time is reported as not run for time: exit 3, not 0.
+    out = tmp_path / "out"
+    run = subprocess.run(["bash", str(GPU_CHECK), "--out", str(out), "--python", sys.executable, "--only", "report",
+                          "--budget", "3"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 3 and "NOT RUN (no time left" in run.stdout and "INCOMPLETE" in run.stdout

@@ -13,7 +13,7 @@ with ``torch.compile(fullgraph=True)``.
 - In 'S' mode the family is drawn on the device too: ω then carries every family's parameters
   and a ``choice``, and the kernels apply the chosen one.
 
-The distributions are the official ones (spec §1–§2); only the bits differ from ``rng='compat'``.
+The distributions are the official ones (docs/semantics.md §1–§3; this generator: §7), the bits are not.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from typing import Dict, Iterable, Optional, Tuple
 import torch
 from torch import Tensor
 
-# Strategy tokens and the ops each expands to, in order (spec §2).
+# Strategy tokens and the ops each expands to, in order (docs/semantics.md §2).
 TOKENS: Dict[str, Tuple[str, ...]] = {
     "color": ("brightness", "saturation", "contrast"),
     "crop": ("crop",),
@@ -205,7 +205,7 @@ class Omega:
 
 
 def crop_max_shift(size: int, ratio: float) -> int:
-    """Largest integer translation for an axis of ``size`` pixels (spec §3: int(size*ratio + 0.5))."""
+    """Largest integer shift for an axis of ``size`` pixels (docs/semantics.md §3: int(size*ratio + 0.5))."""
     return int(size * ratio + 0.5)
 
 
@@ -214,7 +214,7 @@ def cutout_box(size: int, ratio: float) -> int:
 
 
 def cutout_params(centre_h: Tensor, centre_w: Tensor, box_h: int, box_w: int) -> Dict[str, Tensor]:
-    """The cutout step's parameters from the drawn box centres (o_H, o_W in spec §3): zeroed rows
+    """The cutout step's parameters from the drawn box centres (o_H, o_W in docs/semantics.md §3): zeroed rows
     start at o_H - box_h // 2 (columns likewise)."""
     return {
         "top": centre_h - box_h // 2,
@@ -225,7 +225,7 @@ def cutout_params(centre_h: Tensor, centre_w: Tensor, box_h: int, box_w: int) ->
 
 
 class _CompatDraws:
-    """Draws exactly as the official code (spec §2): the global generators, and when seeded,
+    """Draws exactly as the official code (docs/semantics.md §2): the global generators, and when seeded,
     ``torch.random.manual_seed(latestseed); latestseed += 1`` before each draw.
 
     NB: ``torch.random.manual_seed`` reseeds every generator (CPU, each CUDA device, ...) and costs

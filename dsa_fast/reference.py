@@ -1,4 +1,4 @@
-"""The pure-PyTorch DSA ops: the readable spec (``shared/spec/dsa-reference.md`` §3) and the oracle.
+"""The pure-PyTorch DSA ops: the readable definition (``docs/semantics.md`` §3) and the oracle.
 
 Every function takes ``x`` of shape [N, C, H, W] (any float dtype, any device, any memory format)
 and the op's parameters as tensors of shape (B,), B = 1 (broadcast) or N, and returns a new tensor
@@ -110,7 +110,7 @@ def scale(x: Tensor, scale_w: Tensor, scale_h: Tensor, align_corners: bool = Fal
 def rotate(x: Tensor, angle: Tensor, align_corners: bool = False) -> Tensor:
     """Rotation by ``angle`` radians about the image centre (positive: counter-clockwise as shown),
     theta = [[cos, -sin, 0], [sin, cos, 0]] in torch's normalised coordinates (so H != W gets the
-    aspect factors of spec §3)."""
+    aspect factors of docs/semantics.md §3)."""
     cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
     theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], dim=1)
     return _resample(x, theta, align_corners)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import dsa_fast
+from tools.pack_golden import read_packed
 
 # ---------------------------------------------------------------------------------------------
 # Devices, dtypes, backends
@@ -29,7 +30,7 @@ LOW_PRECISION_DTYPES = [torch.float16, torch.bfloat16]
 
 needs_cuda = pytest.mark.needs_cuda
 
-# Every strategy token and every op it expands to (spec §2); tests spell them out rather than
+# Every strategy token and every op it expands to (docs/semantics.md §2); tests spell them out rather than
 # reading them from the package so that a renamed token is caught.
 TOKENS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 FULL_STRATEGY = "color_crop_cutout_flip_scale_rotate"
@@ -57,7 +58,14 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "needs_cuda: the test needs a CUDA device; skipped when none is available")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: the CUDA rows of `device` get the marker too
 def pytest_collection_modifyitems(config, items):
+    # Every test that runs on CUDA carries needs_cuda, also the "cuda" rows of tests parametrised over
+    # DEVICES, so `pytest -m needs_cuda` runs each CUDA test once (benchmarks/gpu_check.sh).
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and str(callspec.params.get("device", "")).startswith("cuda"):
+            item.add_marker(needs_cuda)
     if HAS_CUDA:
         return
     skip = pytest.mark.skip(reason="CUDA not available")
@@ -89,40 +97,28 @@ def _restore_rng_state():
 
 
 # ---------------------------------------------------------------------------------------------
-# Golden vectors (shared/golden): produced by the official DiffAugment, see its README.
+# Golden vectors (tests/golden): produced by the official DiffAugment, see tests/golden/README.md.
 # ---------------------------------------------------------------------------------------------
 
-
-def shared_dir() -> Path:
-    """``shared/`` beside the project checkout, or ``$DSA_FAST_SHARED``."""
-    env = os.environ.get("DSA_FAST_SHARED")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared"
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 
 
-def golden_dir() -> Path:
-    return shared_dir() / "golden"
+def require_data() -> bool:
+    """DSA_FAST_REQUIRE_DATA=1 (CI): material outside the repository must be present, a skip for
+    its absence is a failure."""
+    return os.environ.get("DSA_FAST_REQUIRE_DATA", "") == "1"
 
 
-def golden_missing_reason() -> Optional[str]:
-    """None when the golden files are present, else a message saying what is missing and where."""
-    d = golden_dir()
-    missing = [f for f in ("cases.json", "arrays.npz") if not (d / f).is_file()]
-    if not missing:
-        return None
-    return (
-        f"golden vectors not found: {', '.join(missing)} missing in {d}. "
-        f"The shared material is expected beside the checkout (../shared) or at $DSA_FAST_SHARED; "
-        f"CI always has it, so this is a failure, not a skip."
-    )
+def original_golden_dir() -> Optional[Path]:
+    """The original golden folder (cases.json + arrays.npz) that tests/golden was packed from:
+    $DSA_FAST_GOLDEN_ORIGINAL, else None."""
+    env = os.environ.get("DSA_FAST_GOLDEN_ORIGINAL")
+    return Path(env) if env else None
 
 
 def load_golden_cases() -> List[dict]:
-    """The case list of cases.json (collection-time use); [] when the files are missing."""
-    if golden_missing_reason() is not None:
-        return []
-    with open(golden_dir() / "cases.json") as f:
+    """The case list (collection-time use)."""
+    with open(GOLDEN_DIR / "cases.json") as f:
         return json.load(f)["cases"]
 
 
@@ -143,14 +139,7 @@ class Golden:
         return torch.from_numpy(np.array(self.arrays[f"{name}_{kind}"], copy=True))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def golden() -> Golden:
-    reason = golden_missing_reason()
-    if reason is not None:
-        pytest.fail(reason, pytrace=False)
-    with open(golden_dir() / "cases.json") as f:
-        meta = json.load(f)
-    with np.load(golden_dir() / "arrays.npz") as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    cases = meta.pop("cases")
+    meta, cases, arrays = read_packed(str(GOLDEN_DIR))
     return Golden(meta, cases, arrays)

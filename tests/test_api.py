@@ -12,7 +12,7 @@ from dsa_fast import DiffAugment, Omega, ParamDiffAug, apply, sample_params
 
 STRATEGIES = list(TOKENS) + [FULL_STRATEGY, "crop_flip", "scale_rotate", "color_cutout"]
 MODES = ["S", "M"]
-# Draws per family when seeded (spec §2 table): latestseed advances by one per draw.
+# Draws per family when seeded (docs/semantics.md §2 table): latestseed advances by one per draw.
 DRAWS = {"brightness": 3, "crop": 2, "cutout": 2, "flip": 1, "scale": 2, "rotate": 1}
 
 

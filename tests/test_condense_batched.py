@@ -164,7 +164,7 @@ def test_three_sgd_steps_give_the_same_synthetic_set():
     assert (ref - start).abs().max() > 1e-4  # the steps did move the images
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.needs_cuda
 def test_one_matching_step_has_no_host_sync_on_cuda():
     classes, ipc = 10, 2
     net, reals, syn = _setup(classes, ipc, n_real=32, size=32, dtype=torch.float32, device="cuda")

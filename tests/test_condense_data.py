@@ -1,4 +1,4 @@
-"""Dataset loaders: real MNIST/FashionMNIST from ../shared/data; CIFAR-10/100 and SVHN from small
+"""Dataset loaders: real MNIST/FashionMNIST from $DSA_FAST_DATA; CIFAR-10/100 and SVHN from small
 files the tests write in the original formats. Every loader must reject a wrong md5 and a
 truncated file with a message that names the path."""
 from __future__ import annotations
@@ -30,7 +30,7 @@ def test_idx_loader_reads_original_files(name):
 
 
 def _copy_split(name: str, tmp_path, split="test"):
-    """A writable copy of one split of the shared files (the shared folder is read-only)."""
+    """A writable copy of one split of the original files (the data folder may be read-only)."""
     root = shared_data()
     rels = [r for r in ORIGINAL_MD5[name] if ("t10k" in r) == (split == "test")]
     for rel in rels:
@@ -219,3 +219,22 @@ def test_subset_tool_regenerates_the_shipped_file(tmp_path):
     again = str(tmp_path / "again.npz")
     tool.main(["--data-path", shared_data(), "--out", again])
     assert open(out, "rb").read() == open(again, "rb").read()  # deterministic bytes
+
+
+def test_missing_original_data_skips_with_the_reason_or_fails_when_required(tmp_path, monkeypatch):
+    """Without the original files the data tests skip and say what to set; under
+    DSA_FAST_REQUIRE_DATA=1 (CI) the same absence is a failure."""
+    monkeypatch.delenv("DSA_FAST_REQUIRE_DATA", raising=False)
+    monkeypatch.delenv("DSA_FAST_DATA", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"\$DSA_FAST_DATA is not set"):
+        shared_data()
+    monkeypatch.setenv("DSA_FAST_DATA", str(tmp_path))
+    with pytest.raises(pytest.skip.Exception, match="MNIST/raw/t10k-labels-idx1-ubyte.gz.* not found in"):
+        shared_data()
+    monkeypatch.setenv("DSA_FAST_REQUIRE_DATA", "1")
+    with pytest.raises(pytest.fail.Exception, match="DSA_FAST_REQUIRE_DATA=1 makes this a failure"):
+        shared_data()
+    for name in ("MNIST", "FashionMNIST"):
+        (tmp_path / name / "raw").mkdir(parents=True)
+        (tmp_path / name / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"")
+    assert shared_data() == str(tmp_path)

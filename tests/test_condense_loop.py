@@ -1,7 +1,7 @@
 """The condensation loop end to end: outputs, checkpoints, resume, reproducibility, the CLIs.
 
 Runs are tiny (width-8 ConvNet, a few real images per class, 1-2 evaluation epochs) so the file
-takes seconds on a 2-core CPU; they use real MNIST/FashionMNIST (../shared/data) or the MNIST
+takes seconds on a 2-core CPU; they use real MNIST/FashionMNIST ($DSA_FAST_DATA) or the MNIST
 subset shipped in the package.
 """
 from __future__ import annotations

@@ -92,8 +92,8 @@ def test_low_precision_every_op(strategy, dtype, seed, align_corners, backend):
     """float16/bfloat16: err(result vs float64) <= 2 * err(exact ops rounded once each) + 3 eps.
 
     The flash-attention rule, with the per-op-rounded result as the low-precision baseline; the
-    ω is the one the call itself draws (color draws depend on the dtype, spec §2). Sampling
-    coordinates and weights kept in float32 (house rule 4, opmath) and the output rounded once
+    ω is the one the call itself draws (color draws depend on the dtype, docs/semantics.md §2). Sampling
+    coordinates and weights kept in float32 (opmath) and the output rounded once
     measure 0.3-1.2 eps here; coordinates computed in half precision measure 8-19 eps.
     """
     x = _x((5, 3, 16, 12), seed=1, dtype=dtype)
@@ -145,7 +145,7 @@ def test_float64_every_op(strategy, seed, align_corners, backend):
     torch.testing.assert_close(dx64, dx_ref, rtol=1e-12, atol=1e-12)
 
     if "color" not in strategy.split("_"):
-        # Draws that do not depend on the dtype (spec §2): the float32 call makes the same ω.
+        # Draws that do not depend on the dtype (docs/semantics.md §2): the float32 call makes the same ω.
         torch.manual_seed(10)
         y32, dx32 = _grad(call, x, g)
         torch.testing.assert_close(y64.float(), y32, rtol=0, atol=1e-5)
@@ -226,7 +226,7 @@ def test_no_warnings(strategy, mode, seed, align_corners, backend):
 @pytest.mark.parametrize("shape", [(2, 3, 1, 8), (2, 3, 7, 1), (2, 1, 1, 1)], ids=["H1", "W1", "H1W1"])
 @pytest.mark.parametrize("strategy", ["scale", "rotate", FULL_STRATEGY])
 def test_no_warnings_unit_size(strategy, shape, align_corners, backend):
-    """Images of one row or column are valid input (house rules: H or W = 1 is an edge to cover)."""
+    """Images of one row or column are valid input (H or W = 1 is an edge case to cover)."""
     _calls_silently(shape, strategy, "M", 4, align_corners, backend)
 
 

@@ -2,7 +2,7 @@
 random small cases (odd sizes, H != W, N = 0 and 1, H or W = 1, every layout), gradcheck in
 float64, the half/bfloat16 error rule, opcheck, torch.compile, determinism, the op's own error
 messages, rng='device' draws, and the CUDA-only checks (no host sync, CUDA graphs, deterministic
-mode, memory). The reference is the oracle (house rule 7)."""
+mode, memory). The reference is the oracle."""
 from __future__ import annotations
 
 import math
@@ -277,7 +277,7 @@ def test_op_errors_name_the_op_and_argument():
 
 
 # ---------------------------------------------------------------------------------------------
-# rng='device': Siamese, fresh, distributed as the spec says
+# rng='device': Siamese, fresh, distributed as docs/semantics.md §7 says
 # ---------------------------------------------------------------------------------------------
 
 
@@ -340,7 +340,7 @@ def test_device_rng_distributions():
 
 
 # ---------------------------------------------------------------------------------------------
-# CUDA only (run by benchmarks/gpu_check.sh on the GPU machine)
+# CUDA only (benchmarks/gpu_check.sh runs them on a GPU)
 # ---------------------------------------------------------------------------------------------
 
 

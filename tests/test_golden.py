@@ -1,23 +1,22 @@
-"""Parity with the official DiffAugment on the 264 golden vectors (shared/golden).
+"""Parity with the official DiffAugment on the 264 golden vectors (tests/golden).
 
-Each case is reproduced exactly as it was produced (golden/README.md): the global CPU generator
-seeded with ``global_seed``, then one DiffAugment call, then ``(y * g).sum().backward()``.
-Tolerances are those of spec §6: bitwise for flip/crop/cutout, 1e-6 relative for color, 1e-5
-absolute once scale or rotate is involved.
+Each case is reproduced exactly as it was produced (tests/golden/README.md): the global CPU
+generator seeded with ``global_seed``, then one DiffAugment call, then ``(y * g).sum().backward()``.
+Tolerances are those of docs/semantics.md §6: bitwise for flip/crop/cutout, 1e-6 relative for color,
+1e-5 absolute once scale or rotate is involved.
 """
 from __future__ import annotations
 
 import pytest
 import torch
 
-from conftest import BACKEND_PARAMS, golden_missing_reason, load_golden_cases, needs_cuda
+from conftest import (BACKEND_PARAMS, GOLDEN_DIR, load_golden_cases, needs_cuda, original_golden_dir,
+                      require_data)
 from dsa_fast import DiffAugment, ParamDiffAug
+from tools.pack_golden import differences
 
 CASES = load_golden_cases()
-# When the files are missing, one row that fails with the reason (CI always has them).
-CASE_PARAMS = [pytest.param(c, id=f"{c['name']}-{c['strategy']}-{c['aug_mode']}") for c in CASES] or [
-    pytest.param(None, id="golden-missing")
-]
+CASE_PARAMS = [pytest.param(c, id=f"{c['name']}-{c['strategy']}-{c['aug_mode']}") for c in CASES]
 
 
 def tolerance_class(strategy: str) -> str:
@@ -60,8 +59,6 @@ def run_case(golden, case: dict, backend: str, device: str = "cpu"):
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("case", CASE_PARAMS)
 def test_golden(golden, case, backend):
-    if case is None:  # pragma: no cover - the golden fixture has already failed
-        pytest.fail(golden_missing_reason())
     y, dx = run_case(golden, case, backend)
     assert_matches(y, golden.tensor(case["name"], "y"), case["strategy"], f"{case['name']} forward y")
     assert_matches(dx, golden.tensor(case["name"], "dx"), case["strategy"], f"{case['name']} input gradient dx")
@@ -78,7 +75,21 @@ def test_golden_set_is_complete(golden):
     assert {c["aug_mode"] for c in golden.cases} == {"S", "M"}
 
 
-# Scale and rotate draw from the CPU generator whatever the device (spec §2), so their golden
+def test_packed_golden_equals_the_original():
+    """tests/golden is a lossless packing of the original vectors (tools/pack_golden.py): equal on
+    metadata, every case and the bytes of x, g, y and dx. Runs where the original folder is given
+    ($DSA_FAST_GOLDEN_ORIGINAL); under DSA_FAST_REQUIRE_DATA=1 its absence is a failure."""
+    original = original_golden_dir()
+    if original is None or not (original / "arrays.npz").is_file():
+        where = f"{original}/arrays.npz not found" if original else "$DSA_FAST_GOLDEN_ORIGINAL not set"
+        if require_data():
+            pytest.fail(f"original golden vectors required (DSA_FAST_REQUIRE_DATA=1): {where}", pytrace=False)
+        pytest.skip(f"original golden vectors absent ({where}); tests/golden is checked against them where given")
+    diff = differences(str(original), str(GOLDEN_DIR))
+    assert not diff, "tests/golden differs from the original:\n  " + "\n  ".join(diff[:20])
+
+
+# Scale and rotate draw from the CPU generator whatever the device (docs/semantics.md §2), so their golden
 # vectors hold on CUDA too.
 GEOMETRIC_CASES = [
     pytest.param(c, id=f"{c['name']}-{c['strategy']}-{c['aug_mode']}")
@@ -88,11 +99,9 @@ GEOMETRIC_CASES = [
 
 
 @needs_cuda
-@pytest.mark.parametrize("case", GEOMETRIC_CASES or [pytest.param(None, id="golden-missing")])
+@pytest.mark.parametrize("case", GEOMETRIC_CASES)
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_golden_geometric_on_cuda(golden, case, backend):
-    if case is None:  # pragma: no cover
-        pytest.fail(golden_missing_reason())
     y, dx = run_case(golden, case, backend, device="cuda")
     assert_matches(y.cpu(), golden.tensor(case["name"], "y"), case["strategy"], f"{case['name']} forward y (cuda)")
     assert_matches(dx.cpu(), golden.tensor(case["name"], "dx"), case["strategy"], f"{case['name']} dx (cuda)")
@@ -100,7 +109,7 @@ def test_golden_geometric_on_cuda(golden, case, backend):
 
 # ---------------------------------------------------------------------------------------------
 # Generator consumption: after the call the global CPU generator must be exactly where the official
-# code leaves it. The official draw sequence is replayed here by hand from the spec §2 table.
+# code leaves it. The official draw sequence is replayed here by hand from the docs/semantics.md §2 table.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -159,30 +168,30 @@ def _replay_official_draws(case: dict) -> None:
             draw_op(op)
 
 
+REPRESENTATIVE = [
+    ("color_crop_cutout_flip_scale_rotate", "M", -1),
+    ("color_crop_cutout_flip_scale_rotate", "S", -1),
+    ("color_crop_cutout_flip_scale_rotate", "M", 31337),
+    ("cutout", "S", 7),
+    ("crop_flip", "M", -1),
+]
+
+
 def _representative_cases():
     """Unseeded 'S' and 'M' full strategies, a seeded 'M' full strategy, and a seeded single op."""
     picks = []
-    wanted = [
-        ("color_crop_cutout_flip_scale_rotate", "M", -1),
-        ("color_crop_cutout_flip_scale_rotate", "S", -1),
-        ("color_crop_cutout_flip_scale_rotate", "M", 31337),
-        ("cutout", "S", 7),
-        ("crop_flip", "M", -1),
-    ]
-    for strategy, mode, seed in wanted:
+    for strategy, mode, seed in REPRESENTATIVE:
         matching = [c for c in CASES if (c["strategy"], c["aug_mode"], c["seed"]) == (strategy, mode, seed)]
         # Prefer the "strong" settings (non-default crop/cutout sizes change the draw ranges).
         matching.sort(key=lambda c: c["param"] != "strong")
         if matching:
             c = matching[0]
             picks.append(pytest.param(c, id=f"{c['name']}-{strategy}-{mode}-seed{seed}-{c['param']}"))
-    return picks or [pytest.param(None, id="golden-missing")]
+    return picks
 
 
 @pytest.mark.parametrize("case", _representative_cases())
 def test_generator_state_after_call(golden, case):
-    if case is None:  # pragma: no cover
-        pytest.fail(golden_missing_reason())
     _replay_official_draws(case)
     expected_state = torch.get_rng_state()
     expected_next = torch.rand(4)
@@ -196,8 +205,8 @@ def test_generator_state_after_call(golden, case):
 
 
 def test_representative_cases_cover_seeded_and_unseeded():
-    params = _representative_cases()
-    seeds = {p.values[0]["seed"] for p in params if p.values[0] is not None}
-    assert len(params) == 5 and -1 in seeds and len(seeds) >= 2, (
-        "golden set lacks the cases the generator-state test needs"
-    )
+    found = {(c["strategy"], c["aug_mode"], c["seed"]) for c in (p.values[0] for p in _representative_cases())}
+    missing = [w for w in REPRESENTATIVE if w not in found]
+    assert not missing, f"the golden set lacks cases the generator-state test needs (strategy, mode, seed): {missing}"
+    seeds = {seed for _, _, seed in found}
+    assert -1 in seeds and len(seeds) >= 2, f"seeded and unseeded cases both needed, found seeds {sorted(seeds)}"

@@ -1,4 +1,4 @@
-"""The seed = -1 draws have the distributions of spec §1–§2.
+"""The seed = -1 draws have the distributions of docs/semantics.md §1–§2.
 
 Each check reads ω from ``sample_params`` for one large batch (20 000 per-sample draws). Continuous
 draws get bounds plus a Kolmogorov–Smirnov statistic against the uniform CDF; integer draws get a
@@ -149,7 +149,7 @@ def test_cutout_offsets_uniform(settings, hw):
     d = _draw("cutout", settings, h=h, w=w, seed=6)
     c_h, c_w = int(h * ratio + 0.5), int(w * ratio + 0.5)
     assert (d["cutout.height"] == c_h).all() and (d["cutout.width"] == c_w).all()
-    # Box centre o = top + floor(box / 2) is uniform over 0..size - (box mod 2) (spec §2).
+    # Box centre o = top + floor(box / 2) is uniform over 0..size - (box mod 2) (docs/semantics.md §2).
     assert_uniform_integers(d["cutout.top"] + c_h // 2, 0, h - c_h % 2, f"cutout row offset (box {c_h})")
     assert_uniform_integers(d["cutout.left"] + c_w // 2, 0, w - c_w % 2, f"cutout column offset (box {c_w})")
 
@@ -163,7 +163,7 @@ def _family(omega) -> str:
     "strategy", ["_".join(TOKENS), "crop_crop_flip", "scale_rotate_rotate_rotate_color"], ids=lambda s: s
 )
 def test_s_mode_family_choice_uniform_over_tokens(strategy):
-    """One draw picks one token per batch; duplicated tokens weigh more (spec §2)."""
+    """One draw picks one token per batch; duplicated tokens weigh more (docs/semantics.md §2)."""
     tokens = strategy.split("_")
     families = sorted(set(tokens))
     calls = 3000

@@ -1,6 +1,6 @@
 """Match the mechanism, not the vectors.
 
-A literal re-implementation of the official DiffAugment (spec §2–§3), written independently of
+A literal re-implementation of the official DiffAugment (docs/semantics.md §2–§3), written independently of
 dsa_fast: per-sample Python loops building θ, ``affine_grid`` on the CPU in float32, meshgrid index
 tensors for crop (padding 1 and clamped indices) and cutout (clamped indices and a mask), and the
 official draw calls, reseeding the global generators before each draw when seeded and copying
@@ -210,7 +210,7 @@ def draw_cases(count: int = 150, seed: int = 0):
             for name, (lo, hi) in SETTING_RANGES.items()
         }
         geometric = bool(set(tokens) & {"scale", "rotate"})
-        # The official scale/rotate only run in float32 (spec §4.2); other ops in any float dtype.
+        # The official scale/rotate only run in float32 (docs/semantics.md §4.2); other ops in any float dtype.
         dtype = torch.float32 if geometric or rng.random() < 0.6 else rng.choice(
             [torch.float64, torch.float16, torch.bfloat16]
         )
@@ -242,7 +242,7 @@ def _case_id(c):
 
 
 def _tolerance(strategy: str, dtype: torch.dtype, scale: float):
-    """(rtol, atol) of spec §6, relative to the output's magnitude, loosened for half types."""
+    """(rtol, atol) of docs/semantics.md §6, relative to the output's magnitude, loosened for half types."""
     tokens = set(strategy.split("_"))
     if dtype in (torch.float16, torch.bfloat16):
         eps = torch.finfo(dtype).eps

@@ -5,7 +5,9 @@ test images of each digit, in the order of the original files, read from the ori
 files (md5-checked). The .npz is written byte-for-byte deterministically (fixed zip timestamps and
 member order), so rerunning this script reproduces the committed file.
 
-    python tools/make_mnist_subset.py [--data-path ../shared/data] [--out dsa_fast/assets/mnist_subset.npz]
+    python tools/make_mnist_subset.py [--data-path DIR] [--out dsa_fast/assets/mnist_subset.npz]
+
+DIR holds MNIST/raw/*.gz (torchvision layout); it defaults to $DSA_FAST_DATA.
 """
 from __future__ import annotations
 
@@ -50,10 +52,12 @@ def main(argv=None) -> int:
     from dsa_fast.condense.data import load_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-path", default=os.path.join(ROOT, "..", "shared", "data"),
-                   help="folder holding MNIST/raw/*.gz (default: ../shared/data)")
+    p.add_argument("--data-path", default=os.environ.get("DSA_FAST_DATA"),
+                   help="folder holding MNIST/raw/*.gz (default: $DSA_FAST_DATA)")
     p.add_argument("--out", default=os.path.join(ROOT, "dsa_fast", "assets", "mnist_subset.npz"))
     args = p.parse_args(argv)
+    if not args.data_path:
+        p.error("no data folder: pass --data-path DIR or set DSA_FAST_DATA (DIR/MNIST/raw/*.gz)")
     train = first_per_class(*load_split("MNIST", args.data_path, "train"), TRAIN_PER_CLASS)
     test = first_per_class(*load_split("MNIST", args.data_path, "test"), TEST_PER_CLASS)
     arrays = [("train_images", train[0]), ("train_labels", train[1]),

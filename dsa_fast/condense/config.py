@@ -1,6 +1,6 @@
 """The one place that holds the condensation settings and their published defaults.
 
-``CondenseConfig()`` is the published DSA setting (spec §5: ``main.py --method DSA``);
+``CondenseConfig()`` is the published DSA setting (docs/semantics.md §5: ``main.py --method DSA``);
 ``main_job_config()`` is the reduced run that ``python -m dsa_fast.condense`` does with no
 arguments. ``resolve()`` fills in the settings whose default depends on others (loops from ipc,
 strategy from the dataset, device from what is available) so the saved ``config.json`` states
@@ -48,7 +48,7 @@ RUN_IDENTITY: Tuple[str, ...] = (
 
 @dataclass
 class CondenseConfig:
-    """Settings of one DSA gradient-matching run. Defaults are the published ones (spec §5).
+    """Settings of one DSA gradient-matching run. Defaults are the published ones (docs/semantics.md §5).
 
     ``None`` means "derived": ``outer_loop``/``inner_loop`` from ``ipc`` (published table),
     ``strategy`` from ``dataset``, ``device`` is 'cuda' when available else 'cpu', ``out`` is

@@ -1,4 +1,4 @@
-"""The DSA gradient-matching loop (spec §5), with evaluation, outputs, checkpoints and resume.
+"""The DSA gradient-matching loop (docs/semantics.md §5), with evaluation, outputs, checkpoints and resume.
 
 One iteration: a freshly initialised network; for each outer step, per-class real batches and the
 synthetic images of each class, augmented in pairs with a shared seed, give the matching loss

@@ -1,4 +1,4 @@
-"""Per-class gradient matching: the DSA loss for one outer-loop step (spec §5).
+"""Per-class gradient matching: the DSA loss for one outer-loop step (docs/semantics.md §5).
 
 For each class c: the real batch and the synthetic images of c are augmented with the same seed
 (one transform ω for both), g_real = ∇θ CE(net(real_aug), c) (detached) and
