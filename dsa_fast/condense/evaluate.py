@@ -9,7 +9,7 @@ The command line (``python -m dsa_fast.evaluate``) is in ``cli.py``.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .. import DiffAugment, ParamDiffAug
 from .data import TensorDataset
+from .ensemble import MODES, group_size, model_supports_ensemble, test_ensemble, train_ensemble
 from .networks import get_network
 from .rng import STREAM_BASELINE, STREAM_EVAL, derive_seed, generator, global_rng_scope
 
@@ -57,6 +58,38 @@ def test_accuracy(net: nn.Module, images: Tensor, labels: Tensor, batch_size: in
     return correct.double() / max(images.shape[0], 1)
 
 
+def train_network(
+    images: Tensor,
+    labels: Tensor,
+    *,
+    model: str,
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    batch_train: int,
+    strategy: str,
+    param: Optional[ParamDiffAug],
+    on_epoch: Optional[Callable[[int], None]] = None,
+) -> nn.Module:
+    """A fresh ``model`` (in the images' dtype, on their device) trained on (images, labels).
+
+    Initialisation, shuffles and augmentation draw from torch's global generators (the caller
+    seeds them). ``on_epoch(1)`` is called after every pass over the data.
+    """
+    device = images.device
+    net = get_network(model, images.shape[1], num_classes, tuple(images.shape[2:])).to(device=device,
+                                                                                       dtype=images.dtype)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=0.0005)
+    decay_after = epochs // 2 + 1
+    for ep in range(epochs + 1):
+        train_epoch(net, images, labels, optimizer, batch_train, strategy, param)
+        if ep == decay_after:
+            optimizer = torch.optim.SGD(net.parameters(), lr=lr * 0.1, momentum=0.9, weight_decay=0.0005)
+        if on_epoch is not None:
+            on_epoch(1)
+    return net
+
+
 def train_and_test(
     images: Tensor,
     labels: Tensor,
@@ -69,22 +102,17 @@ def train_and_test(
     strategy: str,
     param: Optional[ParamDiffAug],
     seed: int,
+    on_epoch: Optional[Callable[[int], None]] = None,
 ) -> Tensor:
     """Train one fresh ``model`` on (images, labels) and return its test accuracy (0-d tensor).
 
     Everything random comes from ``seed``; the caller's global RNG state is restored afterwards.
     """
     device = test.images.device
-    info = test.info
     with global_rng_scope(device, seed):
-        net = get_network(model, info.channel, info.num_classes, info.im_size).to(device)
-        images, labels = images.detach().to(device), labels.to(device)
-        optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=0.0005)
-        decay_after = epochs // 2 + 1
-        for ep in range(epochs + 1):
-            train_epoch(net, images, labels, optimizer, batch_train, strategy, param)
-            if ep == decay_after:
-                optimizer = torch.optim.SGD(net.parameters(), lr=lr * 0.1, momentum=0.9, weight_decay=0.0005)
+        net = train_network(images.detach().to(device), labels.to(device), model=model,
+                            num_classes=test.info.num_classes, epochs=epochs, lr=lr, batch_train=batch_train,
+                            strategy=strategy, param=param, on_epoch=on_epoch)
         return test_accuracy(net, test.images, test.labels)
 
 
@@ -101,15 +129,44 @@ def evaluate_set(
     batch_train: int,
     strategy: str,
     param: Optional[ParamDiffAug] = None,
+    mode: str = "auto",
+    on_epoch: Optional[Callable[[int], None]] = None,
 ) -> List[float]:
     """Test accuracies of ``n_models`` networks trained on the set; model k uses the stream
-    (seed, STREAM_EVAL, k), so two sets evaluated with the same seed get paired models."""
-    accs = [
-        train_and_test(images, labels, test, model=model, epochs=epochs, lr=lr, batch_train=batch_train,
-                       strategy=strategy, param=param, seed=derive_seed(seed, STREAM_EVAL, k))
-        for k in range(n_models)
-    ]
-    return torch.stack(accs).cpu().tolist() if accs else []
+    (seed, STREAM_EVAL, k), so two sets evaluated with the same seed get paired models.
+
+    ``mode``: 'ensemble' trains the networks together (``ensemble.train_ensemble``; each ends as it
+    would alone), 'sequential' one after another, 'auto' (default) the ensemble where the model
+    supports it (``ensemble.supports_ensemble``: not batch norm) and sequential otherwise.
+    ``on_epoch(m)`` is called as training goes: m networks have finished one more pass.
+    """
+    if mode not in MODES:
+        raise ValueError(f"dsa_fast.condense: unknown evaluation mode {mode!r}; expected one of {MODES}")
+    if n_models <= 0:
+        return []
+    device = test.images.device
+    info = test.info
+    seeds = [derive_seed(seed, STREAM_EVAL, k) for k in range(n_models)]
+    if mode == "auto":
+        mode = "ensemble" if model_supports_ensemble(model, info.channel, info.num_classes, info.im_size) \
+            else "sequential"
+    if mode == "sequential":
+        accs = [
+            train_and_test(images, labels, test, model=model, epochs=epochs, lr=lr, batch_train=batch_train,
+                           strategy=strategy, param=param, seed=s, on_epoch=on_epoch)
+            for s in seeds
+        ]
+        return torch.stack(accs).cpu().tolist()
+    images, labels = images.detach().to(device), labels.to(device)
+    size = group_size(images.shape[0], batch_train)
+    out: List[Tensor] = []
+    for first in range(0, n_models, size):
+        template, params = train_ensemble(images, labels, model=model, num_classes=info.num_classes,
+                                          seeds=seeds[first:first + size], epochs=epochs, lr=lr,
+                                          batch_train=batch_train, strategy=strategy, param=param,
+                                          on_epoch=on_epoch)
+        out.append(test_ensemble(template, params, test.images, test.labels))
+    return torch.cat(out).cpu().tolist()
 
 
 def mean_std(accs: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
