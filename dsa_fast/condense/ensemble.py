@@ -93,9 +93,7 @@ def ensemble_forward(template: ConvNet, params: Dict[str, Tensor], x: Tensor, sh
 
 def model_supports_ensemble(model: str, channel: int, num_classes: int, im_size) -> bool:
     """``supports_ensemble`` for a pool name, decided on a meta-device copy (no memory, no draws)."""
-    with torch.device("meta"):
-        net = get_network(model, channel, num_classes, im_size)
-    return supports_ensemble(net)
+    return supports_ensemble(get_network(model, channel, num_classes, im_size, device="meta"))
 
 
 def group_size(n_images: int, batch_size: int) -> int:
@@ -170,8 +168,8 @@ def train_ensemble(
         for s in seeds:
             k = streams.add(s)
             with streams.use(k):
-                nets.append(get_network(model, images.shape[1], num_classes, tuple(images.shape[2:]))
-                            .to(device=device, dtype=images.dtype))
+                nets.append(get_network(model, images.shape[1], num_classes, tuple(images.shape[2:]), device=device)
+                            .to(images.dtype))
         if not supports_ensemble(nets[0]):
             raise ValueError(f"dsa_fast.condense: {model} cannot train as an ensemble (its layers couple "
                              f"samples or keep state); evaluate it sequentially")

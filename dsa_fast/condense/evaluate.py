@@ -77,8 +77,7 @@ def train_network(
     seeds them). ``on_epoch(1)`` is called after every pass over the data.
     """
     device = images.device
-    net = get_network(model, images.shape[1], num_classes, tuple(images.shape[2:])).to(device=device,
-                                                                                       dtype=images.dtype)
+    net = get_network(model, images.shape[1], num_classes, tuple(images.shape[2:]), device=device).to(images.dtype)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=0.0005)
     decay_after = epochs // 2 + 1
     for ep in range(epochs + 1):

@@ -37,6 +37,7 @@ from .data import load_tensors
 from .evaluate import evaluate_set, mean_std, random_real_subset, train_epoch
 from .batched import match_loss_auto
 from .networks import get_network, has_batchnorm, set_batchnorm_statistics
+from .progress import counter
 from .outputs import CONFIG, METRICS, SUMMARY, SYNTHETIC, SYNTHETIC_PNG, append_jsonl, read_json, read_jsonl, save_png, \
     save_synthetic, write_json, write_jsonl
 from .rng import STREAM_CONTROL, STREAM_INIT, STREAM_SAMPLE, derive_seed, generator
@@ -102,6 +103,7 @@ class _Run:
         self.train_seconds = 0.0  # seconds in condensation iterations, all processes
         self.last_eval = (0, 0.0)  # (iteration, train_seconds) at the previous evaluation
         self.start_time = time.perf_counter()
+        self.show_progress: Optional[bool] = None  # evaluation progress: a bar (True) or log lines
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -175,7 +177,7 @@ class _Run:
         # global generators; seeding them from the control stream makes each iteration a function
         # of the checkpointed state.
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.control)))
-        net = get_network(cfg.model, self.info.channel, k, self.info.im_size).to(self.device)
+        net = get_network(cfg.model, self.info.channel, k, self.info.im_size, device=self.device)
         net.train()
         opt_net = torch.optim.SGD(net.parameters(), lr=cfg.lr_net)
         uses_bn = has_batchnorm(net)
@@ -206,7 +208,13 @@ class _Run:
     def eval_kwargs(self) -> Dict[str, Any]:
         c = self.cfg
         return dict(n_models=c.eval_models, seed=c.seed, model=c.model, epochs=c.eval_epochs, lr=c.lr_net,
-                    batch_train=c.batch_train, strategy=c.strategy, param=self.param)
+                    batch_train=c.batch_train, strategy=c.strategy, param=self.param, mode=c.eval_mode)
+
+    def accuracies(self, images: Tensor, labels: Tensor, desc: str) -> List[float]:
+        """``evaluate_set`` with the run's settings, showing its progress in network epochs."""
+        c = self.cfg
+        with counter(c.eval_models * (c.eval_epochs + 1), desc, "network-epochs", self.show_progress) as update:
+            return evaluate_set(images, labels, self.test, on_epoch=update, **self.eval_kwargs())
 
     def save_set(self) -> None:
         extra = dict(iteration=self.iteration, ipc=self.cfg.ipc, model=self.cfg.model, strategy=self.cfg.strategy,
@@ -219,7 +227,7 @@ class _Run:
     def evaluate(self) -> Dict[str, Any]:
         it = self.iteration
         t0 = time.perf_counter()
-        accs = evaluate_set(self.image_syn.detach().clone(), self.label_syn, self.test, **self.eval_kwargs())
+        accs = self.accuracies(self.image_syn.detach().clone(), self.label_syn, f"evaluate iteration {it}")
         m, s = mean_std(accs)
         loss = float(self.eval_loss / self.eval_count) if self.eval_count else None
         done, secs = it - self.last_eval[0], self.train_seconds - self.last_eval[1]
@@ -306,6 +314,7 @@ def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_it
     evaluating = cfg.eval_models > 0
     evaluated = {m["iteration"] for m in run.metrics}
     show_bar = sys.stderr.isatty() if progress is None else progress
+    run.show_progress = show_bar
     bar = None
     with contextlib.ExitStack() as stack:
         if show_bar:
@@ -364,7 +373,7 @@ def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_it
     }
     if evaluating:
         bx, by = random_real_subset(run.train, cfg.ipc, cfg.seed)
-        baccs = evaluate_set(bx, by, run.test, **run.eval_kwargs())
+        baccs = run.accuracies(bx, by, "evaluate random real baseline")
         summary["baseline_mean"], summary["baseline_std"] = mean_std(baccs)
         summary["baseline_accuracies"] = baccs
         logger.info("random real baseline (%d images per class): %.2f ± %.2f %%", cfg.ipc,
