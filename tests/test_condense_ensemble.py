@@ -92,8 +92,11 @@ def test_evaluate_set_ensemble_accuracies_equal_sequential_float32(monkeypatch):
     assert ens == pytest.approx(seq, abs=1.5 / 64)
     assert auto == ens
     # groups of networks (a small image budget) change nothing
-    monkeypatch.setattr(ensemble, "ENSEMBLE_IMAGES", 10)  # 2 networks per group of 5-image batches
-    assert ensemble.group_size(12, 5) == 2
+    monkeypatch.setattr(ensemble, "ENSEMBLE_IMAGES_CPU", 10)  # 2 networks per group of 5-image batches
+    assert ensemble.group_size(12, 5, torch.device("cpu")) == 2
+    assert evaluate_set(x, y, test, mode="ensemble", **kw) == ens
+    monkeypatch.setattr(ensemble, "ENSEMBLE_IMAGES_CPU", 25)  # all 5 in one group
+    assert ensemble.group_size(12, 5, torch.device("cpu")) == 5
     assert evaluate_set(x, y, test, mode="ensemble", **kw) == ens
 
 

@@ -44,10 +44,14 @@ _GROUPABLE: Tuple[type, ...] = (
     nn.Conv2d, nn.GroupNorm, nn.LayerNorm, nn.ReLU, nn.Sigmoid, nn.LeakyReLU, nn.AvgPool2d, nn.MaxPool2d,
 )
 
-# Images (networks x batch) trained in one ensemble step at most: bounds the activation memory to
-# that of this many images in one network (about 4 MB each for a width-128 ConvNet at 32x32, saved
-# for the backward). Larger ensembles train in groups of networks, one group after another.
+# Images (networks x batch) trained in one ensemble step at most; larger ensembles train in groups
+# of networks, one group after another. On CUDA the bound is memory: the activations of this many
+# images in one network (about 4 MB each for a width-128 ConvNet at 32x32, saved for the
+# backward). On the CPU it is the cache: a group of 4 networks at ipc 1 (40 images) trained as fast
+# as or faster than one network after another at 1 and 2 threads, 20 networks (200 images) slower
+# at 1 thread (every layer's tensors leave the cache); see docs/condense.md.
 ENSEMBLE_IMAGES = 2560
+ENSEMBLE_IMAGES_CPU = 40
 
 MODES = ("auto", "ensemble", "sequential")
 
@@ -96,9 +100,11 @@ def model_supports_ensemble(model: str, channel: int, num_classes: int, im_size)
     return supports_ensemble(get_network(model, channel, num_classes, im_size, device="meta"))
 
 
-def group_size(n_images: int, batch_size: int) -> int:
-    """Networks per ensemble group: as many as fit ``ENSEMBLE_IMAGES`` images of one batch."""
-    return max(1, ENSEMBLE_IMAGES // max(1, min(n_images, batch_size)))
+def group_size(n_images: int, batch_size: int, device: torch.device) -> int:
+    """Networks per ensemble group: as many as fit ``ENSEMBLE_IMAGES`` (CPU:
+    ``ENSEMBLE_IMAGES_CPU``) images of one batch."""
+    budget = ENSEMBLE_IMAGES_CPU if torch.device(device).type == "cpu" else ENSEMBLE_IMAGES
+    return max(1, budget // max(1, min(n_images, batch_size)))
 
 
 class _Streams:

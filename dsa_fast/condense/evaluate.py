@@ -157,7 +157,7 @@ def evaluate_set(
         ]
         return torch.stack(accs).cpu().tolist()
     images, labels = images.detach().to(device), labels.to(device)
-    size = group_size(images.shape[0], batch_train)
+    size = group_size(images.shape[0], batch_train, device)
     out: List[Tensor] = []
     for first in range(0, n_models, size):
         template, params = train_ensemble(images, labels, model=model, num_classes=info.num_classes,
