@@ -5,6 +5,9 @@ shuffled passes with batch ``batch_train``, every batch DiffAugment'ed per sampl
 pass ``epochs // 2 + 1`` a new optimiser with lr x 0.1 (the official schedule: for epochs = 1000,
 passes 0..501 at lr and 502..1000 at lr / 10). Then test accuracy with no augmentation.
 Mean and (population) standard deviation over models, as the official ``np.std``.
+The E networks of one evaluation train together where the model allows it (``ensemble.py``: each
+network keeps its own random stream and ends as it would alone; ``mode='sequential'`` forces one
+after another, the oracle the ensemble is tested against).
 The command line (``python -m dsa_fast.evaluate``) is in ``cli.py``.
 """
 from __future__ import annotations
@@ -134,9 +137,11 @@ def evaluate_set(
     """Test accuracies of ``n_models`` networks trained on the set; model k uses the stream
     (seed, STREAM_EVAL, k), so two sets evaluated with the same seed get paired models.
 
-    ``mode``: 'ensemble' trains the networks together (``ensemble.train_ensemble``; each ends as it
-    would alone), 'sequential' one after another, 'auto' (default) the ensemble where the model
-    supports it (``ensemble.supports_ensemble``: not batch norm) and sequential otherwise.
+    ``mode``: 'ensemble' trains the networks together in groups (``ensemble.train_ensemble``; each
+    ends as it would alone; ``ensemble.group_size`` networks per group), 'sequential' one after
+    another, 'auto' (default) the ensemble where the model supports it
+    (``ensemble.supports_ensemble``: not batch norm) and a group holds more than one network (on
+    the CPU: sets of at most 20 images), sequential otherwise.
     ``on_epoch(m)`` is called as training goes: m networks have finished one more pass.
     """
     if mode not in MODES:
@@ -146,9 +151,12 @@ def evaluate_set(
     device = test.images.device
     info = test.info
     seeds = [derive_seed(seed, STREAM_EVAL, k) for k in range(n_models)]
+    size = group_size(images.shape[0], batch_train, device)
     if mode == "auto":
-        mode = "ensemble" if model_supports_ensemble(model, info.channel, info.num_classes, info.im_size) \
-            else "sequential"
+        # A group of one network is the sequential path with extra reshapes: take the original.
+        grouped = size > 1 and n_models > 1
+        mode = "ensemble" if grouped and model_supports_ensemble(model, info.channel, info.num_classes,
+                                                                 info.im_size) else "sequential"
     if mode == "sequential":
         accs = [
             train_and_test(images, labels, test, model=model, epochs=epochs, lr=lr, batch_train=batch_train,
@@ -157,7 +165,6 @@ def evaluate_set(
         ]
         return torch.stack(accs).cpu().tolist()
     images, labels = images.detach().to(device), labels.to(device)
-    size = group_size(images.shape[0], batch_train, device)
     out: List[Tensor] = []
     for first in range(0, n_models, size):
         template, params = train_ensemble(images, labels, model=model, num_classes=info.num_classes,
