@@ -150,3 +150,20 @@ def test_ensemble_launches_one_convolution_per_layer_for_all_networks():
         _sequential(x, y, "ConvNetW8", list(range(4)), epochs=1)
     assert counts == {1: 18, 4: 18}
     assert mode.convolutions == 4 * 18
+
+
+def test_progress_counter_log_lines_and_bar(caplog, capsys):
+    import logging
+
+    from dsa_fast.condense.progress import LOG_LINES, counter
+
+    with caplog.at_level(logging.INFO, logger="dsa_fast.condense"):
+        with counter(60, "evaluate", "network-epochs", show=False) as update:
+            for _ in range(20):
+                update(3)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("evaluate:")]
+    assert len(lines) == LOG_LINES and lines[-1].startswith("evaluate: 60/60 network-epochs") and "ETA" in lines[-1]
+    assert lines[0].startswith("evaluate: 6/60")
+    with counter(4, "evaluate", "network-epochs", show=True) as update:
+        update(4)
+    assert "evaluate" in capsys.readouterr().err
