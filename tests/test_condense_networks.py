@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from condense_helpers import _one_thread  # noqa: F401
 from dsa_fast.condense.networks import ConvNet, get_network, parse_model_name
@@ -73,3 +74,43 @@ def test_unknown_model_is_refused():
         parse_model_name("ResNet18")
     assert parse_model_name("ConvNetW8")["width"] == 8
     assert isinstance(get_network("ConvNet", 1, 2, (28, 28)), ConvNet)
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+def test_network_built_on_its_device_from_the_seed(device):
+    """Parameters are created and initialised on ``device`` (no CPU copy), from that device's
+    generator: the same seed gives the same network bit for bit; on the CPU it is exactly the
+    network built without a device."""
+    def build(seed, **kw):
+        torch.manual_seed(seed)
+        return get_network("ConvNetW8", 3, 10, (16, 16), **kw)
+
+    with _CountOps() as mode:
+        net = build(4, device=device)
+    assert all(p.device.type == torch.device(device).type for p in net.parameters())
+    assert not any(f in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default) for f in mode.ops)
+    again = build(4, device=device)
+    other = build(5, device=device)
+    for a, b, c in zip(net.parameters(), again.parameters(), other.parameters()):
+        assert torch.equal(a, b)
+        assert a.dim() == 1 or not torch.equal(a, c)  # norm affine starts at 1 / 0 whatever the seed
+    if torch.device(device).type == "cpu":
+        for a, b in zip(net.parameters(), build(4).parameters()):
+            assert torch.equal(a, b)
+
+
+def test_network_on_the_meta_device_draws_nothing():
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    net = get_network("ConvNet", 3, 10, (32, 32), device="meta")
+    assert all(p.is_meta for p in net.parameters())
+    assert torch.equal(torch.random.get_rng_state(), before)

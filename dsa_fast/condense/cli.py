@@ -34,6 +34,7 @@ from .config import (DATASETS, DIS_METRICS, INITS, PUBLISHED_STRATEGY, CondenseC
                      default_out, load_config, main_job_config, resolve)
 from .data import INFO, DatasetError, load_tensors
 from .evaluate import evaluate_set, mean_std, random_real_subset
+from .ensemble import MODES as EVAL_MODES
 from .loop import RunDirError, RunInterrupted, condense
 from .outputs import CONFIG, SUMMARY
 from .progress import Progress, plural
@@ -57,13 +58,15 @@ _HELP: Dict[str, str] = {
     "eval_every": "evaluate before iterations 0, k, 2k, ... and after the last (0: after the last only)",
     "eval_models": "networks trained per evaluation (0: no evaluation)",
     "eval_epochs": "epochs per evaluation network (trains epochs+1 passes, as the official code)",
+    "eval_mode": "evaluation networks trained together as one grouped ensemble (auto: where the model allows; "
+                 "batch norm trains one by one) or one after another",
     "device": "torch device: cpu, cuda, cuda:<n>, or mps where there is one",
     "seed": "seed of every random stream of the run",
     "out": "output folder",
     "checkpoint_every": "write a checkpoint every this many iterations",
     "log_every": "loss/ETA line (or progress bar update) every this many iterations",
 }
-_CHOICES = {"dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS}
+_CHOICES = {"dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS, "eval_mode": EVAL_MODES}
 _TYPES = {"ipc": int, "outer_loop": int, "inner_loop": int, "iterations": int, "lr_img": float, "lr_net": float,
           "batch_real": int, "batch_train": int, "eval_every": int, "eval_models": int, "eval_epochs": int,
           "seed": int, "checkpoint_every": int, "log_every": int}
@@ -271,6 +274,9 @@ def build_evaluate_parser(prog: Optional[str] = None) -> argparse.ArgumentParser
     p.add_argument("--strategy", default=None, help="DSA strategy (default: the run's strategy)")
     p.add_argument("--lr-net", type=float, default=d.lr_net, help=f"learning rate (default {d.lr_net})")
     p.add_argument("--batch-train", type=int, default=d.batch_train, help=f"batch size (default {d.batch_train})")
+    p.add_argument("--eval-mode", choices=EVAL_MODES, default="auto",
+                   help="train the networks together as one ensemble, or one after another (default auto: the "
+                        "ensemble where the model allows it; batch norm trains one by one)")
     p.add_argument("--baseline", action="store_true",
                    help="also evaluate the same number of random real images per class")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -359,7 +365,7 @@ def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
     strategy = args.strategy if args.strategy is not None else syn.get("strategy", PUBLISHED_STRATEGY[dataset])
     seed = args.seed if args.seed is not None else int(syn.get("seed", 0))
     kw = dict(n_models=args.eval_models, seed=seed, model=model, epochs=args.eval_epochs, lr=args.lr_net,
-              batch_train=args.batch_train, strategy=strategy, param=ParamDiffAug())
+              batch_train=args.batch_train, strategy=strategy, param=ParamDiffAug(), mode=args.eval_mode)
 
     def evaluate(images, labels, what: str) -> List[float]:
         passes = args.eval_epochs + 1

@@ -38,7 +38,8 @@ PUBLISHED_STRATEGY: Dict[str, str] = {
 }
 
 # Settings that change what a run computes. A checkpoint is only resumed under the same values.
-# (device, out, checkpoint_every and log_every do not change the mathematics.)
+# (device, out, checkpoint_every, log_every and eval_mode do not change the mathematics; eval_mode
+# changes the evaluation's float summation order only.)
 RUN_IDENTITY: Tuple[str, ...] = (
     "dataset", "data_path", "ipc", "outer_loop", "inner_loop", "iterations", "init", "strategy",
     "dis_metric", "lr_img", "lr_net", "batch_real", "batch_train", "model", "eval_every",
@@ -74,6 +75,7 @@ class CondenseConfig:
     eval_every: int = 500  # evaluate before iterations 0, k, 2k, ... and after the last; 0: last only
     eval_models: int = 20
     eval_epochs: int = 1000  # the official epoch_eval_train: trains eval_epochs + 1 passes
+    eval_mode: str = "auto"  # evaluation networks trained together ('ensemble') or one by one
     device: Optional[str] = None
     seed: int = 0
     out: Optional[str] = None
@@ -222,6 +224,10 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
     from .networks import parse_model_name
 
     parse_model_name(c.model)
+    from .ensemble import MODES
+
+    if c.eval_mode not in MODES:
+        raise ValueError(f"dsa_fast.condense: unknown eval_mode {c.eval_mode!r}; expected one of {MODES}")
     device = default_device() if c.device is None else c.device
     check_device(device)
     # An absolute data path keeps `--resume` working from another working directory.

@@ -228,7 +228,7 @@ class _Run:
         # global generators; seeding them from the control stream makes each iteration a function
         # of the checkpointed state.
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.control)))
-        net = get_network(cfg.model, self.info.channel, k, self.info.im_size).to(self.device)
+        net = get_network(cfg.model, self.info.channel, k, self.info.im_size, device=self.device)
         net.train()
         opt_net = torch.optim.SGD(net.parameters(), lr=cfg.lr_net)
         uses_bn = has_batchnorm(net)
@@ -259,7 +259,7 @@ class _Run:
     def eval_kwargs(self) -> Dict[str, Any]:
         c = self.cfg
         return dict(n_models=c.eval_models, seed=c.seed, model=c.model, epochs=c.eval_epochs, lr=c.lr_net,
-                    batch_train=c.batch_train, strategy=c.strategy, param=self.param)
+                    batch_train=c.batch_train, strategy=c.strategy, param=self.param, mode=c.eval_mode)
 
     def save_set(self) -> None:
         extra = dict(iteration=self.iteration, ipc=self.cfg.ipc, model=self.cfg.model, strategy=self.cfg.strategy,

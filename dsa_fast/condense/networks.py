@@ -11,8 +11,9 @@ positive k is accepted here (small widths keep tests fast).
 """
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -134,9 +135,19 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def get_network(name: str, channel: int, num_classes: int, im_size: Tuple[int, int]) -> ConvNet:
-    """A freshly initialised network from the current global RNG (callers seed it)."""
-    return ConvNet(channel, num_classes, im_size, **parse_model_name(name))  # type: ignore[arg-type]
+def get_network(name: str, channel: int, num_classes: int, im_size: Tuple[int, int],
+                device: Optional[Union[str, torch.device]] = None) -> ConvNet:
+    """A freshly initialised network from the current global RNG (callers seed it).
+
+    ``device``: where the parameters are created and initialised (default: torch's default
+    device). The initialisation draws from that device's global generator, so the network is a
+    function of the seed on each device; nothing is built on the CPU and copied. On the CPU this is
+    the same network as before; on CUDA it is drawn from the CUDA generator (other values than a
+    CPU-built copy, as reproducible).
+    """
+    settings = parse_model_name(name)
+    with contextlib.nullcontext() if device is None else torch.device(device):
+        return ConvNet(channel, num_classes, im_size, **settings)  # type: ignore[arg-type]
 
 
 def has_batchnorm(net: nn.Module) -> bool:
