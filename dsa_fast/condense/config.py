@@ -114,9 +114,10 @@ class CondenseConfig:
 
 
 # The DM main job (``main_job_config(method="dm")``): measured in docs/condense.md.
-DM_MAIN_JOB_ITERATIONS = 600
+DM_MAIN_JOB_ITERATIONS = 200
 DM_MAIN_JOB_MODEL = "ConvNetW32"
-DM_MAIN_JOB_BATCH_REAL = 64
+DM_MAIN_JOB_BATCH_REAL = 32
+DM_MAIN_JOB_EVAL = {"eval_models": 4, "eval_epochs": 120}
 
 
 def main_job_config(**overrides: Any) -> CondenseConfig:
@@ -147,7 +148,7 @@ def main_job_config(**overrides: Any) -> CondenseConfig:
     if overrides.get("method") == "dm":
         # DM at ipc 10: one cheap image step per iteration, so many iterations fit (docs/condense.md).
         base = base.replace(method="dm", ipc=10, iterations=DM_MAIN_JOB_ITERATIONS, model=DM_MAIN_JOB_MODEL,
-                            batch_real=DM_MAIN_JOB_BATCH_REAL, checkpoint_every=100, log_every=50)
+                            batch_real=DM_MAIN_JOB_BATCH_REAL, checkpoint_every=50, log_every=20, **DM_MAIN_JOB_EVAL)
     return base.replace(**overrides)
 
 
