@@ -172,6 +172,8 @@ def test_method_defaults_are_the_published_ones(tmp_path, monkeypatch):
     assert (d.lr_img, d.iterations, d.strategy) == (0.1, 1000, "color_crop_cutout_scale_rotate")
     assert resolve(CondenseConfig(method="dc", device="cpu")).lr_img == 0.1
     assert resolve(CondenseConfig(method="dm", lr_img=3.0, iterations=5, device="cpu")).lr_img == 3.0
+    with pytest.raises(ValueError, match="do not apply"):
+        resolve(CondenseConfig(method="dm", outer_loop=2, inner_loop=1, device="cpu"))
     with pytest.raises(ValueError, match="unknown method"):
         resolve(CondenseConfig(method="mtt"))
     monkeypatch.chdir(tmp_path)

@@ -63,8 +63,8 @@ class CondenseConfig:
 
     ``None`` means "derived": ``iterations`` and ``lr_img`` from ``method`` (``METHOD_DEFAULTS``),
     ``outer_loop``/``inner_loop`` from ``ipc`` (published table; gradient matching only),
-    ``strategy`` from ``dataset`` (DM: ``DM_STRATEGY``), ``device`` is 'cuda' when available else 'cpu', ``out`` is
-    ``runs/<dataset>-ipc<ipc>-seed<seed>``. ``data_path=None`` selects the small MNIST subset
+    ``strategy`` from ``dataset`` (DM: ``DM_STRATEGY``), ``device`` is 'cuda' when available else
+    'cpu', ``out`` is ``runs/<dataset>[-<method>]-ipc<ipc>-seed<seed>``. ``data_path=None`` selects the small MNIST subset
     shipped in ``dsa_fast/assets`` (MNIST only).
     """
 
@@ -211,7 +211,10 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
     if (c.outer_loop is None) != (c.inner_loop is None):
         raise ValueError("dsa_fast.condense: give both outer_loop and inner_loop, or neither")
     if c.method == "dm":  # one image step per iteration: no loops
-        outer, inner = c.outer_loop, c.inner_loop
+        if c.outer_loop is not None:
+            raise ValueError("dsa_fast.condense: outer_loop/inner_loop do not apply to method 'dm' (one image step "
+                             "per iteration); drop --outer-loop/--inner-loop")
+        outer, inner = None, None
     else:
         outer, inner = (c.outer_loop, c.inner_loop) if c.outer_loop is not None else published_loops(c.ipc)
         if outer < 1 or inner < 0:
