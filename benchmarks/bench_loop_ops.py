@@ -10,7 +10,7 @@ Two structures, counted with a TorchDispatchMode (every aten op that reaches a k
   dsa_fast   what the loop runs on CUDA (loop._Run.step): batched class matching
              (batched.match_loss_batched, two vmapped gradient passes), the inner epochs by
              evaluate.train_epoch (an index of the device tensor per batch, no host round trip).
-  official   the per-class loop of spec §5 (main.py): per class, a real batch chosen by a host
+  official   the per-class loop of docs/semantics.md §5 (main.py): per class, a real batch chosen by a host
              permutation and indexed with it, two DiffAugment calls, two autograd.grad passes, the
              distance; ``loss.item()`` per outer step; inner epochs through a DataLoader over the
              synthetic set (default collate: one index per image and a stack) with

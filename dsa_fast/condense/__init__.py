@@ -8,6 +8,7 @@ Library use (the command line is ``python -m dsa_fast.condense``; see docs/conde
 """
 from .config import CondenseConfig, main_job_config, resolve
 from .data import DatasetError, load_split, load_tensors
+from .dm import dm_loss
 from .evaluate import evaluate_set
 from .loop import RunDirError, RunInterrupted, RunResult, condense
 from .matching import gradient_distance, match_loss
@@ -28,6 +29,7 @@ __all__ = [
     "load_tensors",
     "evaluate_set",
     "match_loss",
+    "dm_loss",
     "gradient_distance",
     "ConvNet",
     "get_network",

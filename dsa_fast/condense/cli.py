@@ -30,7 +30,7 @@ import torch
 from .. import ParamDiffAug
 from .checkpoint import CheckpointError, atomic_write_bytes
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
-from .config import (DATASETS, DIS_METRICS, INITS, PUBLISHED_STRATEGY, CondenseConfig, check_device, default_device,
+from .config import (DATASETS, DIS_METRICS, INITS, METHODS, PUBLISHED_STRATEGY, CondenseConfig, check_device, default_device,
                      default_out, load_config, main_job_config, resolve)
 from .data import INFO, DatasetError, load_tensors
 from .evaluate import evaluate_set, mean_std, random_real_subset
@@ -38,8 +38,11 @@ from .ensemble import MODES as EVAL_MODES
 from .loop import RunDirError, RunInterrupted, condense
 from .outputs import CONFIG, SUMMARY
 from .progress import Progress, plural
+from .networks import check_model_name
 
 _HELP: Dict[str, str] = {
+    "method": "dsa: gradient matching with DSA; dc: gradient matching without augmentation; dm: distribution "
+              "matching (with DSA)",
     "dataset": "dataset to condense",
     "data_path": "root folder of the dataset files in torchvision's layout (e.g. <root>/MNIST/raw/*.gz); "
                  "needed for every dataset but MNIST",
@@ -54,7 +57,8 @@ _HELP: Dict[str, str] = {
     "lr_net": "learning rate of the network (matching and evaluation)",
     "batch_real": "real images per class per outer loop",
     "batch_train": "batch size for training networks on the synthetic set",
-    "model": "network: ConvNet, ConvNetW<k>, ConvNetD<k>, ConvNetAS/AR/AL, ConvNetNN/BN/LN/IN/GN, ConvNetNP/MP/AP",
+    "model": "network: ConvNet, ConvNetW<k>, ConvNetD<k>, ConvNetAS/AR/AL, ConvNetNN/BN/LN/IN/GN, ConvNetNP/MP/AP, "
+             "MLP, LeNet, AlexNet, AlexNetBN, VGG11, VGG11BN, ResNet18, ResNet18BN, ResNet18BN_AP",
     "eval_every": "evaluate before iterations 0, k, 2k, ... and after the last (0: after the last only)",
     "eval_models": "networks trained per evaluation (0: no evaluation)",
     "eval_epochs": "epochs per evaluation network (trains epochs+1 passes, as the official code)",
@@ -66,7 +70,7 @@ _HELP: Dict[str, str] = {
     "checkpoint_every": "write a checkpoint every this many iterations",
     "log_every": "loss/ETA line (or progress bar update) every this many iterations",
 }
-_CHOICES = {"dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS, "eval_mode": EVAL_MODES}
+_CHOICES = {"method": METHODS, "dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS, "eval_mode": EVAL_MODES}
 _TYPES = {"ipc": int, "outer_loop": int, "inner_loop": int, "iterations": int, "lr_img": float, "lr_net": float,
           "batch_real": int, "batch_train": int, "eval_every": int, "eval_models": int, "eval_epochs": int,
           "seed": int, "checkpoint_every": int, "log_every": int}
@@ -74,10 +78,12 @@ _TYPES = {"ipc": int, "outer_loop": int, "inner_loop": int, "iterations": int, "
 
 # What a None default means, per setting.
 _DERIVED = {
+    "iterations": "1000 (dsa, dc), 20000 (dm)",
+    "lr_img": "0.1 (dsa, dc), 1.0 (dm)",
     "data_path": "the embedded MNIST subset",
     "outer_loop": "the published value for --ipc 1/10/20/30/40/50",
     "inner_loop": "the published value for --ipc 1/10/20/30/40/50",
-    "strategy": "the published one for the dataset",
+    "strategy": "the published one for the dataset (dm: color_crop_cutout_flip_scale_rotate)",
     "device": "cuda if available, else cpu",
     "out": "runs/<dataset>-ipc<ipc>-seed<seed>, made unique",
 }
@@ -96,12 +102,13 @@ def invoked_as(module_form: str) -> str:
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """``prog``: how the command was invoked (None: ``invoked_as``)."""
-    published, job = CondenseConfig(), main_job_config()
+    published, job, dm_job = CondenseConfig(), main_job_config(), main_job_config(method="dm")
     p = argparse.ArgumentParser(
         prog=prog or invoked_as("python -m dsa_fast.condense"),
         description="Dataset condensation by gradient matching with Differentiable Siamese Augmentation "
-                    "(Zhao & Bilen, ICML 2021). With neither --dataset nor --data-path: the embedded main job "
-                    "(a small MNIST subset shipped in the package, ipc 1, reduced counts).",
+                    "(Zhao & Bilen, ICML 2021), without it (--method dc), or by distribution matching (--method dm). "
+                    "With neither --dataset nor --data-path: the embedded main job (a small MNIST subset shipped in "
+                    "the package, ipc 1, reduced counts; --method dm: ipc 10).",
         epilog="Defaults: the published settings (any run with --dataset or --data-path); 'main job': the preset used "
                "with neither, where it differs. Data: the files under --data-path; without it, the embedded MNIST "
                "subset. Ctrl-C or SIGTERM writes a checkpoint of the last complete iteration and prints the "
@@ -110,6 +117,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     for f in dataclasses.fields(CondenseConfig):
         a, b = getattr(published, f.name), getattr(job, f.name)
         default = f"default: {_show(f.name, a)}" + ("" if a == b else f"; main job: {_show(f.name, b)}")
+        d = getattr(dm_job, f.name)
+        default += "" if d == b or f.name == "method" else f"; dm main job: {_show(f.name, d)}"
         kw: Dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{_HELP[f.name]} ({default})"}
         if f.name in _CHOICES:
             kw["choices"] = _CHOICES[f.name]
@@ -143,7 +152,7 @@ def _unique_out(path: str) -> str:
 def config_from_args(given: Dict[str, Any]) -> CondenseConfig:
     """The run configuration for the flags actually given (others keep the preset's values)."""
     main_job = "dataset" not in given and "data_path" not in given
-    base = main_job_config() if main_job else CondenseConfig()
+    base = main_job_config(method=given.get("method", "dsa")) if main_job else CondenseConfig()
     cfg = base.replace(**given)
     if "out" not in given:
         cfg = cfg.replace(out=_unique_out(default_out(resolve(cfg))))
@@ -271,6 +280,9 @@ def build_evaluate_parser(prog: Optional[str] = None) -> argparse.ArgumentParser
     p.add_argument("--eval-epochs", type=int, default=d.eval_epochs,
                    help=f"training epochs; trains epochs+1 passes as the official code (default {d.eval_epochs})")
     p.add_argument("--model", default=None, help="network (default: the run's model)")
+    p.add_argument("--models", default=None, metavar="A,B,...",
+                   help="cross-architecture evaluation: comma-separated networks (e.g. ConvNet,MLP,LeNet,AlexNet,"
+                        "VGG11,ResNet18), --eval-models each; accuracy per architecture and over all networks")
     p.add_argument("--strategy", default=None, help="DSA strategy (default: the run's strategy)")
     p.add_argument("--lr-net", type=float, default=d.lr_net, help=f"learning rate (default {d.lr_net})")
     p.add_argument("--batch-train", type=int, default=d.batch_train, help=f"batch size (default {d.batch_train})")
@@ -362,17 +374,27 @@ def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
         "evaluating %s on %s", args.synthetic,
         "the embedded MNIST subset" if data_path is None else f"{dataset} files under {data_path}")
     model = args.model or syn.get("model", "ConvNet")
+    if args.models is not None:
+        if args.model is not None:
+            raise ValueError("give --model or --models, not both")
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not models:
+            raise ValueError("--models needs at least one network")
+        for m in models:
+            check_model_name(m)
     strategy = args.strategy if args.strategy is not None else syn.get("strategy", PUBLISHED_STRATEGY[dataset])
     seed = args.seed if args.seed is not None else int(syn.get("seed", 0))
     kw = dict(n_models=args.eval_models, seed=seed, model=model, epochs=args.eval_epochs, lr=args.lr_net,
               batch_train=args.batch_train, strategy=strategy, param=ParamDiffAug(), mode=args.eval_mode)
 
-    def evaluate(images, labels, what: str) -> List[float]:
+    def evaluate(images, labels, what: str, **override) -> List[float]:
         passes = args.eval_epochs + 1
         with Progress(args.eval_models * passes, desc=f"{what}: training pass", unit="pass", log_every=passes,
                       bar=args.progress) as bar:
-            return evaluate_set(images, labels, test, on_pass=bar.update, **kw)
+            return evaluate_set(images, labels, test, on_pass=bar.update, **{**kw, **override})
 
+    if args.models is not None:
+        return _cross_architecture(syn, test, models, kw, device, args, dataset, data_path, seed, evaluate)
     accs = evaluate(syn["images"].to(device), syn["labels"].to(device), "synthetic set")
     m, s = mean_std(accs)
     result = {"synthetic": args.synthetic, "dataset": dataset, "model": model, "eval_models": args.eval_models,
@@ -390,3 +412,37 @@ def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
         if baccs:
             line += f"; random real baseline {100 * bm:.2f} ± {100 * bs:.2f} %"
     return result, line
+
+
+def _cross_architecture(syn, test, models, kw, device, args, dataset, data_path, seed, evaluate) -> Tuple[dict, str]:
+    """Every network of ``models`` trained ``--eval-models`` times on the set (model k of every
+    architecture from the same seed stream as a single-model evaluation); per architecture and
+    over all networks, mean ± std."""
+    images, labels = syn["images"].to(device), syn["labels"].to(device)
+    per_model: Dict[str, Dict[str, Any]] = {}
+    lines: List[str] = []
+    if args.baseline:
+        train = load_tensors(dataset, data_path, "train", device)
+        baseline = random_real_subset(train, int(syn["images"].shape[0]) // INFO[dataset].num_classes, seed)
+    for name in models:
+        accs = evaluate(images, labels, f"{name} on the synthetic set", model=name)
+        m, s = mean_std(accs)
+        per_model[name] = {"accuracy_mean": m, "accuracy_std": s, "accuracies": accs}
+        if accs:
+            lines.append(f"{dataset} {name}: synthetic set {100 * m:.2f} ± {100 * s:.2f} % over {len(accs)} models")
+        if args.baseline:
+            bx, by = baseline
+            baccs = evaluate(bx, by, f"{name} on the random real baseline", model=name)
+            bm, bs = mean_std(baccs)
+            per_model[name].update(baseline_mean=bm, baseline_std=bs, baseline_accuracies=baccs)
+            if baccs:
+                lines[-1] += f"; random real baseline {100 * bm:.2f} ± {100 * bs:.2f} %"
+    every = [a for r in per_model.values() for a in r["accuracies"]]
+    m, s = mean_std(every)
+    result = {"synthetic": args.synthetic, "dataset": dataset, "models": models, "eval_models": args.eval_models,
+              "eval_epochs": args.eval_epochs, "seed": seed, "per_model": per_model, "accuracy_mean": m,
+              "accuracy_std": s}
+    if every:
+        lines.append(f"{dataset} all {len(models)} architectures: {100 * m:.2f} ± {100 * s:.2f} % over "
+                     f"{len(every)} networks")
+    return result, "\n".join(lines) if lines else "no models evaluated"

@@ -17,6 +17,17 @@ from typing import Any, Dict, Optional, Tuple
 DATASETS: Tuple[str, ...] = ("MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR100")
 INITS: Tuple[str, ...] = ("noise", "real")
 DIS_METRICS: Tuple[str, ...] = ("ours", "mse", "cos")
+METHODS: Tuple[str, ...] = ("dsa", "dc", "dm")
+
+# Published defaults that differ by method (main.py --method DSA/DC; main_DM.py), applied where the
+# setting is None.
+METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "dsa": {"iterations": 1000, "lr_img": 0.1},
+    "dc": {"iterations": 1000, "lr_img": 0.1},
+    "dm": {"iterations": 20000, "lr_img": 1.0},
+}
+# main_DM.py uses its default strategy for every dataset.
+DM_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
 # get_loops(ipc) of the official code: (outer_loop, inner_loop).
 PUBLISHED_LOOPS: Dict[int, Tuple[int, int]] = {
@@ -41,7 +52,7 @@ PUBLISHED_STRATEGY: Dict[str, str] = {
 # (device, out, checkpoint_every, log_every and eval_mode do not change the mathematics; eval_mode
 # changes the evaluation's float summation order only.)
 RUN_IDENTITY: Tuple[str, ...] = (
-    "dataset", "data_path", "ipc", "outer_loop", "inner_loop", "iterations", "init", "strategy",
+    "method", "dataset", "data_path", "ipc", "outer_loop", "inner_loop", "iterations", "init", "strategy",
     "dis_metric", "lr_img", "lr_net", "batch_real", "batch_train", "model", "eval_every",
     "eval_models", "eval_epochs", "seed",
 )
@@ -49,25 +60,27 @@ RUN_IDENTITY: Tuple[str, ...] = (
 
 @dataclass
 class CondenseConfig:
-    """Settings of one DSA gradient-matching run. Defaults are the published ones (docs/semantics.md §5).
+    """Settings of one condensation run. Defaults are the published ones (docs/semantics.md §5; for DM, the official main_DM.py).
 
-    ``None`` means "derived": ``outer_loop``/``inner_loop`` from ``ipc`` (published table),
-    ``strategy`` from ``dataset``, ``device`` is 'cuda' when available else 'cpu', ``out`` is
-    ``runs/<dataset>-ipc<ipc>-seed<seed>``. ``data_path=None`` (the default) selects the small
-    MNIST subset shipped in ``dsa_fast/assets`` (MNIST only); any other data is read only from an
-    explicit ``data_path``, never from a folder that happens to exist.
+    ``None`` means "derived": ``iterations`` and ``lr_img`` from ``method`` (``METHOD_DEFAULTS``),
+    ``outer_loop``/``inner_loop`` from ``ipc`` (published table; gradient matching only),
+    ``strategy`` from ``dataset`` (DM: ``DM_STRATEGY``), ``device`` is 'cuda' when available else
+    'cpu', ``out`` is ``runs/<dataset>[-<method>]-ipc<ipc>-seed<seed>``. ``data_path=None`` (the default) selects the small MNIST subset
+    shipped in ``dsa_fast/assets`` (MNIST only); any other data is read only from an explicit
+    ``data_path``, never from a folder that happens to exist.
     """
 
+    method: str = "dsa"
     dataset: str = "MNIST"
     data_path: Optional[str] = None
     ipc: int = 1
     outer_loop: Optional[int] = None
     inner_loop: Optional[int] = None
-    iterations: int = 1000
+    iterations: Optional[int] = None
     init: str = "real"
     strategy: Optional[str] = None
     dis_metric: str = "ours"
-    lr_img: float = 0.1
+    lr_img: Optional[float] = None
     lr_net: float = 0.01
     batch_real: int = 256
     batch_train: int = 256
@@ -103,6 +116,13 @@ class CondenseConfig:
         return {k: d[k] for k in RUN_IDENTITY}
 
 
+# The DM main job (``main_job_config(method="dm")``): measured in docs/condense.md.
+DM_MAIN_JOB_ITERATIONS = 200
+DM_MAIN_JOB_MODEL = "ConvNetW32"
+DM_MAIN_JOB_BATCH_REAL = 32
+DM_MAIN_JOB_EVAL = {"eval_models": 4, "eval_epochs": 120}
+
+
 def main_job_config(**overrides: Any) -> CondenseConfig:
     """The embedded main job: the DSA algorithm at ipc 1 on the MNIST subset shipped in the package,
     with counts cut so it finishes in a few minutes on a 2-core CPU.
@@ -111,6 +131,8 @@ def main_job_config(**overrides: Any) -> CondenseConfig:
     fewer and smaller pieces: ``iterations``, ``batch_real``, ``model`` width, ``eval_models`` and
     ``eval_epochs`` (the baseline gets exactly the same evaluation). Width 32 and 64 real images
     per class because the published ConvNet-128 with 256 takes ~20 s per iteration on such a CPU.
+    With ``method="dm"``: distribution matching at ipc 10 (``DM_MAIN_JOB_*`` counts), the same
+    evaluation.
     docs/condense.md gives the measured time and accuracies.
     """
     base = CondenseConfig(
@@ -126,6 +148,10 @@ def main_job_config(**overrides: Any) -> CondenseConfig:
         checkpoint_every=50,
         log_every=20,
     )
+    if overrides.get("method") == "dm":
+        # DM at ipc 10: one cheap image step per iteration, so many iterations fit (docs/condense.md).
+        base = base.replace(method="dm", ipc=10, iterations=DM_MAIN_JOB_ITERATIONS, model=DM_MAIN_JOB_MODEL,
+                            batch_real=DM_MAIN_JOB_BATCH_REAL, checkpoint_every=50, log_every=20, **DM_MAIN_JOB_EVAL)
     return base.replace(**overrides)
 
 
@@ -183,12 +209,16 @@ def check_device(device: str) -> None:
 
 def default_out(config: CondenseConfig) -> str:
     name = "mnist-subset" if config.data_path is None else config.dataset
-    return f"runs/{name}-ipc{config.ipc}-seed{config.seed}"
+    method = "" if config.method == "dsa" else f"-{config.method}"
+    return f"runs/{name}{method}-ipc{config.ipc}-seed{config.seed}"
 
 
 def resolve(config: CondenseConfig) -> CondenseConfig:
     """Check every setting and fill in the derived ones; the result is what config.json records."""
     c = config
+    if c.method not in METHODS:
+        raise ValueError(f"dsa_fast.condense: unknown method {c.method!r}; expected one of {METHODS}")
+    c = c.replace(**{k: v for k, v in METHOD_DEFAULTS[c.method].items() if getattr(c, k) is None})
     if c.dataset not in DATASETS:
         raise ValueError(f"dsa_fast.condense: unknown dataset {c.dataset!r}; expected one of {DATASETS}")
     if c.data_path is None and c.dataset != "MNIST":
@@ -208,10 +238,17 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
             raise ValueError(f"dsa_fast.condense: {name} must be >= 0, got {getattr(c, name)}")
     if (c.outer_loop is None) != (c.inner_loop is None):
         raise ValueError("dsa_fast.condense: give both outer_loop and inner_loop, or neither")
-    outer, inner = (c.outer_loop, c.inner_loop) if c.outer_loop is not None else published_loops(c.ipc)
-    if outer < 1 or inner < 0:
-        raise ValueError(f"dsa_fast.condense: need outer_loop >= 1 and inner_loop >= 0, got {outer}, {inner}")
-    strategy = PUBLISHED_STRATEGY[c.dataset] if c.strategy is None else c.strategy
+    if c.method == "dm":  # one image step per iteration: no loops
+        if c.outer_loop is not None:
+            raise ValueError("dsa_fast.condense: outer_loop/inner_loop do not apply to method 'dm' (one image step "
+                             "per iteration); drop --outer-loop/--inner-loop")
+        outer, inner = None, None
+    else:
+        outer, inner = (c.outer_loop, c.inner_loop) if c.outer_loop is not None else published_loops(c.ipc)
+        if outer < 1 or inner < 0:
+            raise ValueError(f"dsa_fast.condense: need outer_loop >= 1 and inner_loop >= 0, got {outer}, {inner}")
+    default_strategy = DM_STRATEGY if c.method == "dm" else PUBLISHED_STRATEGY[c.dataset]
+    strategy = default_strategy if c.strategy is None else c.strategy
     if strategy not in ("", "none", "None"):
         from .. import TOKENS
 
@@ -221,9 +258,9 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
                 f"dsa_fast.condense: unknown augmentation {unknown} in strategy {strategy!r}; "
                 f"valid tokens are {', '.join(TOKENS)} joined by '_' (or 'none')"
             )
-    from .networks import parse_model_name
+    from .networks import check_model_name
 
-    parse_model_name(c.model)
+    check_model_name(c.model)
     from .ensemble import MODES
 
     if c.eval_mode not in MODES:

@@ -1,4 +1,4 @@
-"""Evaluation of a synthetic set (spec §5), and the ``python -m dsa_fast.evaluate`` command.
+"""Evaluation of a synthetic set (docs/semantics.md §5), and the ``python -m dsa_fast.evaluate`` command.
 
 A fresh network trained on the set: SGD (lr_net, momentum 0.9, weight decay 5e-4), ``epochs + 1``
 shuffled passes with batch ``batch_train``, every batch DiffAugment'ed per sample (seed -1); after

@@ -1,6 +1,8 @@
-"""The DSA gradient-matching loop (docs/semantics.md §5), with evaluation, outputs, checkpoints and resume.
+"""The condensation loop (docs/semantics.md §5), with evaluation, outputs, checkpoints and resume.
 
-One iteration: a freshly initialised network; for each outer step, per-class real batches and the
+One loop for every method: what an iteration does is ``methods.py`` (``dsa``: gradient matching
+with DSA; ``dc``: the same without augmentation; ``dm``: distribution matching). For DSA, one
+iteration: a freshly initialised network; for each outer step, per-class real batches and the
 synthetic images of each class, augmented in pairs with a shared seed, give the matching loss
 (``matching.match_loss``); one SGD step on the synthetic images; then, except after the last outer
 step, ``inner_loop`` epochs of training the network on a detached copy of the synthetic set.
@@ -41,9 +43,8 @@ from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, con
     rng_state, save_checkpoint, set_rng_state
 from .config import CondenseConfig, resolve, save_config
 from .data import load_tensors
-from .evaluate import evaluate_set, mean_std, random_real_subset, train_epoch
-from .batched import match_loss_auto
-from .networks import get_network, has_batchnorm, set_batchnorm_statistics
+from .evaluate import evaluate_set, mean_std, random_real_subset
+from .methods import get_method
 from .outputs import CONFIG, METRICS, SUMMARY, SYNTHETIC, SYNTHETIC_PNG, append_jsonl, read_json, read_jsonl, save_png, \
     save_synthetic, write_json, write_jsonl
 from .progress import Progress, plural
@@ -51,8 +52,6 @@ from .rng import STREAM_CONTROL, STREAM_INIT, STREAM_SAMPLE, derive_seed, genera
 
 logger = logging.getLogger("dsa_fast.condense")
 
-BN_IMAGES_PER_CLASS = 16  # the official BNSizePC
-DSA_SEED_RANGE = 100000  # the official per-class seeds are in [0, 100000)
 
 
 class RunDirError(RuntimeError):
@@ -138,6 +137,7 @@ class _Run:
             raise ValueError(f"dsa_fast.condense: classes {[c for c, n in enumerate(counts) if n == 0]} have no "
                              f"training images")
         self.param = ParamDiffAug()
+        self.method = get_method(config.method)
         self.control = generator("cpu", derive_seed(config.seed, STREAM_CONTROL))
         self.sampler = generator(self.device, derive_seed(config.seed, STREAM_SAMPLE))
         self.image_syn = self._initial_set().requires_grad_(True)
@@ -223,34 +223,13 @@ class _Run:
         return self.train.images[idx[pick]]
 
     def step(self) -> None:
-        cfg, k, ipc = self.cfg, self.num_classes, self.cfg.ipc
         # NB: network initialisation and the per-sample augmentation of the inner loop use torch's
         # global generators; seeding them from the control stream makes each iteration a function
         # of the checkpointed state.
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.control)))
-        net = get_network(cfg.model, self.info.channel, k, self.info.im_size, device=self.device)
-        net.train()
-        opt_net = torch.optim.SGD(net.parameters(), lr=cfg.lr_net)
-        uses_bn = has_batchnorm(net)
-        scale = 1.0 / (k * cfg.outer_loop)
-        for ol in range(cfg.outer_loop):
-            if uses_bn:
-                set_batchnorm_statistics(net, torch.cat([self.sample_real(c, BN_IMAGES_PER_CLASS) for c in range(k)]))
-            reals = [self.sample_real(c, cfg.batch_real) for c in range(k)]
-            syns = [self.image_syn[c * ipc:(c + 1) * ipc] for c in range(k)]
-            seeds = torch.randint(0, DSA_SEED_RANGE, (k,), generator=self.control).tolist()
-            loss = match_loss_auto(net, reals, syns, list(range(k)), seeds, cfg.strategy, self.param, cfg.dis_metric)
-            self.opt_img.zero_grad(set_to_none=True)
-            loss.backward(inputs=[self.image_syn])
-            self.opt_img.step()
-            d = loss.detach() * scale
-            self.eval_loss += d
-            self.log_loss += d
-            if ol == cfg.outer_loop - 1:
-                break
-            syn_train = self.image_syn.detach().clone()
-            for _ in range(cfg.inner_loop):
-                train_epoch(net, syn_train, self.label_syn, opt_net, cfg.batch_train, cfg.strategy, self.param)
+        loss = self.method.iteration(self)
+        self.eval_loss += loss
+        self.log_loss += loss
         self.eval_count += 1
         self.log_count += 1
 
@@ -446,6 +425,7 @@ def _iterate(run: _Run, ckpt_path: str, progress: Optional[bool], on_iteration) 
         run.save_set()
     summary: Dict[str, Any] = {
         "dataset": cfg.dataset,
+        "method": cfg.method,
         "data_source": "embedded MNIST subset" if cfg.data_path is None else cfg.data_path,
         "ipc": cfg.ipc,
         "model": cfg.model,
