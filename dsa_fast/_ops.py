@@ -8,20 +8,55 @@ brightness, saturation, contrast, crop, cutout, flip, scale, rotate, the ops who
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+import warnings
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-_LOAD_ERROR = None
-if os.environ.get("DSA_FAST_NO_EXT") == "1":
-    _LOAD_ERROR = "disabled by DSA_FAST_NO_EXT=1"
-else:
+def _other_builds(package_dir: Path) -> List[Path]:
+    """Compiled ``dsa_fast/_C*`` files elsewhere on sys.path (an installed copy this import shadows)."""
+    found = []
+    for entry in sys.path:
+        candidate = Path(entry or ".").resolve() / "dsa_fast"
+        if candidate != package_dir and candidate.is_dir():
+            found.extend(sorted(candidate.glob("_C.*")))
+    return found
+
+
+def _load() -> Optional[str]:
+    """Import dsa_fast._C; None when it loaded, else why not (and a warning when a build was expected)."""
+    if os.environ.get("DSA_FAST_NO_EXT") == "1":
+        return "disabled by DSA_FAST_NO_EXT=1"
+    package_dir = Path(__file__).resolve().parent
+    if importlib.util.find_spec(f"{__package__}._C") is None:
+        reason = f"dsa_fast._C is not built in {package_dir}"
+        source_tree = (package_dir.parent / "setup.py").is_file()
+        elsewhere = _other_builds(package_dir)
+        if source_tree or elsewhere:
+            where = f"; a built copy exists at {elsewhere[0].parent}" if elsewhere else ""
+            warnings.warn(
+                f"dsa_fast: imported from the source folder {package_dir}, which has no compiled "
+                f"extension (dsa_fast._C){where}, so every call runs the slower pure-PyTorch reference. "
+                f"Build it in place (`python setup.py build_ext --inplace` in {package_dir.parent}) or "
+                f"run Python from outside the source folder to use the installed copy. "
+                f"DSA_FAST_NO_EXT=1 silences this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return reason
     try:
         from . import _C  # noqa: F401  (loading the library registers torch.ops.dsa_fast.*)
-    except ImportError as e:  # built without the extension, or against another torch
-        _LOAD_ERROR = f"dsa_fast._C did not load: {e}"
+    except ImportError as e:  # built against another torch or Python
+        return f"dsa_fast._C did not load: {e}"
+    return None
+
+
+_LOAD_ERROR = _load()
 
 
 def has_ops() -> bool:
@@ -52,7 +87,16 @@ def _memory_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-_KERNEL_DEVICES: Dict[str, bool] = {}
+def _kernel_devices() -> Dict[str, bool]:
+    """Device types with a registered kernel. NB: queried once at import, never lazily: the
+    dispatcher query is not traceable, so a first call under torch.compile would break the graph."""
+    if _LOAD_ERROR is not None:
+        return {}
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    return {kind: has("dsa_fast::augment", key) for kind, key in (("cpu", "CPU"), ("cuda", "CUDA"))}
+
+
+_KERNEL_DEVICES: Dict[str, bool] = _kernel_devices()
 
 
 def why_unavailable(x: Tensor) -> str:
@@ -63,15 +107,7 @@ def why_unavailable(x: Tensor) -> str:
 
 def supports(x: Tensor) -> bool:
     """Whether the fused kernels can run on x's device."""
-    if _LOAD_ERROR is not None:
-        return False
-    kind = x.device.type
-    if kind not in _KERNEL_DEVICES:
-        key = {"cpu": "CPU", "cuda": "CUDA"}.get(kind)
-        _KERNEL_DEVICES[kind] = key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-            "dsa_fast::augment", key
-        )
-    return _KERNEL_DEVICES[kind]
+    return _KERNEL_DEVICES.get(x.device.type, False)
 
 
 def canonical_runs(ops: Sequence[str]) -> List[List[int]]:

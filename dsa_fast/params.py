@@ -23,8 +23,9 @@ rotate         angle                       float32    affine ``[[cos, -sin, 0], 
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, SupportsIndex, Tuple
 
 import torch
 from torch import Tensor
@@ -84,13 +85,59 @@ class ParamDiffAug:
     def batchmode(self) -> bool:  # the name older copies of the reference use for ``Siamese``
         return self.Siamese
 
+    @batchmode.setter
+    def batchmode(self, value: bool) -> None:
+        self.Siamese = value
+
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        """Checked at construction and again on every use (fields may be reassigned)."""
         if self.aug_mode not in AUG_MODES:
             raise ValueError(f"dsa_fast: unknown aug_mode {self.aug_mode!r}; expected one of {AUG_MODES}")
         if self.rng not in RNG_MODES:
             raise ValueError(f"dsa_fast: unknown rng {self.rng!r}; expected one of {RNG_MODES}")
-        if not self.ratio_scale > 0:
-            raise ValueError(f"dsa_fast: ratio_scale must be > 0, got {self.ratio_scale}")
+        for name, low, high, what in _SETTING_RANGES:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"dsa_fast: ParamDiffAug.{name} must be a real number, got {v!r}")
+            if not (math.isfinite(v) and _in_range(v, low, high)):
+                raise ValueError(f"dsa_fast: ParamDiffAug.{name} must be {what}, got {v!r}")
+        if not isinstance(self.align_corners, bool):
+            raise TypeError(f"dsa_fast: ParamDiffAug.align_corners must be a bool, got {self.align_corners!r}")
+
+
+def _in_range(v: float, low: Tuple[float, bool], high: Tuple[float, bool]) -> bool:
+    (lo, lo_closed), (hi, hi_closed) = low, high
+    return (v >= lo if lo_closed else v > lo) and (v <= hi if hi_closed else v < hi)
+
+
+_INF = (math.inf, False)
+# (field, (low, closed), (high, closed), the range in words): what the draws need (spec §1-§3).
+_SETTING_RANGES = (
+    ("prob_flip", (0.0, True), (1.0, True), "a probability in [0, 1]"),
+    ("ratio_scale", (0.0, False), _INF, "> 0 (scale factors are drawn from [1/ratio, ratio))"),
+    ("ratio_rotate", (-math.inf, False), _INF, "a finite angle in degrees"),
+    ("ratio_crop_pad", (0.0, True), _INF, ">= 0 (the largest shift is int(size * ratio + 0.5))"),
+    ("ratio_cutout", (0.0, True), (1.0, True), "in [0, 1] (the box side is int(size * ratio + 0.5))"),
+    ("brightness", (-math.inf, False), _INF, "a finite number"),
+    ("saturation", (-math.inf, False), _INF, "a finite number"),
+    ("contrast", (-math.inf, False), _INF, "a finite number"),
+)
+
+
+def check_seed(seed, rng: str):
+    """An int seed (-1: per-sample draws), or for rng='device' a one-element integer tensor."""
+    if isinstance(seed, Tensor):
+        if rng != "device":
+            raise TypeError("dsa_fast: a tensor seed needs ParamDiffAug(rng='device'); rng='compat' takes an int")
+        if seed.is_floating_point() or seed.is_complex() or seed.dtype == torch.bool:
+            raise TypeError(f"dsa_fast: a tensor seed must hold an integer, got dtype {seed.dtype}")
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, SupportsIndex)):
+        raise TypeError(f"dsa_fast: seed must be an int (-1: no seed), got {seed!r} of type {type(seed).__name__}")
+    return operator.index(seed)
 
 
 def parse_strategy(strategy: str) -> Tuple[str, ...]:
@@ -346,14 +393,12 @@ def sample_params(strategy: str, x: Tensor, seed: int = -1, param: Optional[Para
     param.validate()
     _check_input(x, "sample_params")
     tokens = parse_strategy(strategy)
+    seed = check_seed(seed, param.rng)
     if param.rng == "device":
         from .device_rng import sample_device
 
         param.Siamese = isinstance(seed, Tensor) or seed != -1
         return sample_device(tokens, x, seed, param)
-    if isinstance(seed, Tensor):
-        raise TypeError("dsa_fast: a tensor seed needs ParamDiffAug(rng='device'); rng='compat' takes an int")
-    seed = int(seed)
     param.Siamese = seed != -1
     draws = _CompatDraws(seed)
     if param.aug_mode == "S":
