@@ -64,19 +64,10 @@ def has_ops() -> bool:
     return _LOAD_ERROR is None
 
 
-# Bit of each op in `flags` and the canonical order (csrc/kernels/omega.h, OpFlag).
-FLAGS: Dict[str, int] = {
-    "brightness": 1,
-    "saturation": 2,
-    "contrast": 4,
-    "crop": 8,
-    "cutout": 16,
-    "flip": 32,
-    "scale": 64,
-    "rotate": 128,
-}
+from .ops_table import FLAGS, OMEGA_WIDTH
+
 BRIGHTNESS = FLAGS["brightness"]
-OMEGA_WIDTH = 15  # csrc/kernels/omega.h, OmegaSlot
+_PLAN_PER_SAMPLE = 1  # csrc/kernels/rng.h, kPlanPerSample (dsa_fast/fused.py)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -220,6 +211,30 @@ if _LOAD_ERROR is None:
         out = torch.ops.dsa_fast.augment(grad, omega, ctx.flags & ~BRIGHTNESS, ctx.align_corners)
         return out, None, None, None
 
+    def _fake_draw(x: Tensor, key: Optional[Tensor], flags: int, plan: List[int], settings: List[float],
+                   align_corners: bool) -> Tuple[Tensor, Tensor]:
+        torch._check(x.dim() == 4, lambda: f"dsa_fast.augment_draw: expected x of shape [N, C, H, W], got {x.shape}")
+        rows = x.shape[0] if plan[_PLAN_PER_SAMPLE] else 1
+        return _fake(x, None, flags, align_corners), x.new_empty((rows, OMEGA_WIDTH), dtype=torch.float64)
+
+    torch.library.register_fake("dsa_fast::augment_draw")(_fake_draw)
+
+    def _setup_draw_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # the table has no gradient: no zeros for it
+        ctx.save_for_backward(output[1])
+        ctx.flags, ctx.align_corners = inputs[2], inputs[5]
+
+    def _augment_draw_backward(ctx, grad, _grad_omega):
+        (omega,) = ctx.saved_tensors
+        if grad is None:
+            return None, None, None, None, None, None
+        dx = torch.ops.dsa_fast.augment_backward(grad, omega, ctx.flags, ctx.align_corners)
+        return dx, None, None, None, None, None
+
+    torch.library.register_autograd(
+        "dsa_fast::augment_draw", _augment_draw_backward, setup_context=_setup_draw_context
+    )
     torch.library.register_autograd("dsa_fast::augment", _augment_backward, setup_context=_setup_context)
     torch.library.register_autograd(
         "dsa_fast::augment_backward", _augment_backward_backward, setup_context=_setup_context

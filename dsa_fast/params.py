@@ -30,26 +30,8 @@ from typing import Dict, Iterable, Optional, SupportsIndex, Tuple
 import torch
 from torch import Tensor
 
-# Strategy tokens and the ops each expands to, in order (spec §2).
-TOKENS: Dict[str, Tuple[str, ...]] = {
-    "color": ("brightness", "saturation", "contrast"),
-    "crop": ("crop",),
-    "cutout": ("cutout",),
-    "flip": ("flip",),
-    "scale": ("scale",),
-    "rotate": ("rotate",),
-}
-OPS: Tuple[str, ...] = ("brightness", "saturation", "contrast", "crop", "cutout", "flip", "scale", "rotate")
-PARAM_KEYS: Dict[str, Tuple[str, ...]] = {
-    "brightness": ("shift",),
-    "saturation": ("factor",),
-    "contrast": ("factor",),
-    "crop": ("shift_h", "shift_w"),
-    "cutout": ("top", "left", "height", "width"),
-    "flip": ("flip",),
-    "scale": ("scale_w", "scale_h"),
-    "rotate": ("angle",),
-}
+from .ops_table import OPS, PARAM_KEYS, TOKENS  # noqa: F401  (re-exported: the public names)
+
 NO_AUGMENT = ("", "none", "None")
 AUG_MODES = ("S", "M")
 RNG_MODES = ("compat", "device")

@@ -66,6 +66,11 @@ at::Tensor augment_backward_cpu(const at::Tensor& grad, const at::Tensor& omega,
 
 }  // namespace
 
+// Applies a packed table drawn by augment_draw (draw_cpu.cpp).
+at::Tensor augment_cpu_table(const at::Tensor& x, const at::Tensor& omega, int64_t flags, bool align_corners) {
+  return run<false>("dsa_fast.augment_draw", x, omega, flags, align_corners);
+}
+
 TORCH_LIBRARY_IMPL(dsa_fast, CPU, m) {
   m.impl("augment", &augment_cpu);
   m.impl("augment_backward", &augment_backward_cpu);

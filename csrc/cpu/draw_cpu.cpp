@@ -1,0 +1,37 @@
+// dsa_fast::augment_draw on the CPU: draws the ω table (kernels/rng.h), then applies it with the
+// per-image program of augment_cpu.cpp. One op call for the whole rng='device' transform.
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "../common/draw.h"
+#include "../kernels/rng.h"
+
+namespace dsa_fast {
+
+at::Tensor augment_cpu_table(const at::Tensor& x, const at::Tensor& omega, int64_t flags, bool align_corners);
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> augment_draw_cpu(const at::Tensor& x, const std::optional<at::Tensor>& key,
+                                                     int64_t flags, at::IntArrayRef plan,
+                                                     at::ArrayRef<double> settings, bool align_corners) {
+  const rng::DrawPlan p = make_draw_plan("dsa_fast.augment_draw", x, key, flags, plan, settings);
+  at::Tensor omega = empty_draw_table(x, p);
+  const int64_t raw = key.has_value() ? key->const_data_ptr<int64_t>()[0] : 0;
+  const uint32_t folded = rng::fold_key(p.key_of(raw));
+  double* rows = omega.mutable_data_ptr<double>();
+  const int H = static_cast<int>(x.size(2)), W = static_cast<int>(x.size(3));
+  DSA_DISPATCH_FLOATING(x.scalar_type(), "dsa_fast.augment_draw", [&] {
+    for (int64_t b = 0; b < omega.size(0); ++b) {
+      rng::draw_row<scalar_t>(p, folded, b, H, W, rows + b * kOmegaWidth);
+    }
+  });
+  return {augment_cpu_table(x, omega, flags, align_corners), omega};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dsa_fast, CPU, m) { m.impl("augment_draw", &augment_draw_cpu); }
+
+}  // namespace dsa_fast
