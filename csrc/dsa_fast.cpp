@@ -25,4 +25,10 @@ TORCH_LIBRARY(dsa_fast, m) {
   m.def(
       "augment_draw(Tensor x, Tensor? key, int flags, int[] plan, float[] settings, bool align_corners) "
       "-> (Tensor, Tensor)");
+  // rng='compat' in one call after the draws: turns the raw numbers the official generators drew
+  // (`raw`, in canonical op order, on the CPU or x's device) into the table with the official
+  // formulas (kernels/compat.h) and applies it. Returns (y, omega) as augment_draw.
+  m.def(
+      "augment_compat(Tensor x, Tensor[] raw, int flags, int[] plan, float[] settings, bool align_corners) "
+      "-> (Tensor, Tensor)");
 }

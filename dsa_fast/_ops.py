@@ -68,6 +68,7 @@ from .ops_table import FLAGS, OMEGA_WIDTH
 
 BRIGHTNESS = FLAGS["brightness"]
 _PLAN_PER_SAMPLE = 1  # csrc/kernels/rng.h, kPlanPerSample (dsa_fast/fused.py)
+_COMPAT_PER_SAMPLE = 0  # csrc/kernels/compat.h, kCPerSample (dsa_fast/compat.py)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -217,24 +218,34 @@ if _LOAD_ERROR is None:
         rows = x.shape[0] if plan[_PLAN_PER_SAMPLE] else 1
         return _fake(x, None, flags, align_corners), x.new_empty((rows, OMEGA_WIDTH), dtype=torch.float64)
 
-    torch.library.register_fake("dsa_fast::augment_draw")(_fake_draw)
+    def _fake_compat(x: Tensor, raw: List[Tensor], flags: int, plan: List[int], settings: List[float],
+                     align_corners: bool) -> Tuple[Tensor, Tensor]:
+        torch._check(x.dim() == 4, lambda: f"dsa_fast.augment_compat: expected x of shape [N, C, H, W], got {x.shape}")
+        rows = x.shape[0] if plan[_COMPAT_PER_SAMPLE] else 1
+        return _fake(x, None, flags, align_corners), x.new_empty((rows, OMEGA_WIDTH), dtype=torch.float64)
 
+    torch.library.register_fake("dsa_fast::augment_draw")(_fake_draw)
+    torch.library.register_fake("dsa_fast::augment_compat")(_fake_compat)
+
+    # Both drawing ops: (x, <key or raw draws>, flags, plan, settings, align_corners) -> (y, table).
+    # The table has no gradient; x's is augment_backward with the table the forward drew.
     def _setup_draw_context(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)  # the table has no gradient: no zeros for it
         ctx.save_for_backward(output[1])
         ctx.flags, ctx.align_corners = inputs[2], inputs[5]
+        # The second input's gradient: None for a key, a list of Nones for the raw draws.
+        ctx.no_grad_second = [None] * len(inputs[1]) if isinstance(inputs[1], (list, tuple)) else None
 
     def _augment_draw_backward(ctx, grad, _grad_omega):
         (omega,) = ctx.saved_tensors
-        if grad is None:
-            return None, None, None, None, None, None
-        dx = torch.ops.dsa_fast.augment_backward(grad, omega, ctx.flags, ctx.align_corners)
-        return dx, None, None, None, None, None
+        dx = None
+        if grad is not None:
+            dx = torch.ops.dsa_fast.augment_backward(grad, omega, ctx.flags, ctx.align_corners)
+        return dx, ctx.no_grad_second, None, None, None, None
 
-    torch.library.register_autograd(
-        "dsa_fast::augment_draw", _augment_draw_backward, setup_context=_setup_draw_context
-    )
+    for _name in ("dsa_fast::augment_draw", "dsa_fast::augment_compat"):
+        torch.library.register_autograd(_name, _augment_draw_backward, setup_context=_setup_draw_context)
     torch.library.register_autograd("dsa_fast::augment", _augment_backward, setup_context=_setup_context)
     torch.library.register_autograd(
         "dsa_fast::augment_backward", _augment_backward_backward, setup_context=_setup_context

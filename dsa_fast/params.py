@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional, SupportsIndex, Tuple
+from typing import Dict, Optional, SupportsIndex, Tuple
 
 import torch
 from torch import Tensor
@@ -228,8 +228,7 @@ class Omega:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sampling. Both samplers return the op parameters in the table above; they differ only in where
-# the uniform numbers come from.
+# Sizes both samplers (compat.py, device_rng.py) derive from the settings.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -251,145 +250,6 @@ def cutout_params(centre_h: Tensor, centre_w: Tensor, box_h: int, box_w: int) ->
         "height": torch.full_like(centre_h, box_h),
         "width": torch.full_like(centre_w, box_w),
     }
-
-
-class _CompatDraws:
-    """Draws exactly as the official code (spec §2): the global generators, and when seeded,
-    ``torch.random.manual_seed(latestseed); latestseed += 1`` before each draw.
-
-    NB: ``torch.random.manual_seed`` reseeds every generator (CPU, each CUDA device, ...) and costs
-    about 0.3 ms while CUDA is not initialised. Only the generator a draw uses matters for that
-    draw, so we reseed that one, and ``finish()`` seeds the others with the last seed: every
-    generator ends in the state the official sequence leaves it in, for a fraction of the cost.
-    """
-
-    def __init__(self, seed: int):
-        self.siamese = seed != -1
-        self.next_seed = seed
-        self.last_device: Optional[torch.device] = None
-
-    @staticmethod
-    def _generator(device: torch.device) -> Optional[torch.Generator]:
-        if device.type == "cpu":
-            return torch.default_generator
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            return torch.cuda.default_generators[index]
-        return None  # other device types: reseed everything, as the official code does
-
-    def _reseed(self, device) -> None:
-        if not self.siamese:
-            return
-        device = torch.device("cpu") if device is None else torch.device(device)
-        generator = self._generator(device)
-        if generator is None:
-            torch.random.manual_seed(self.next_seed)
-        else:
-            generator.manual_seed(self.next_seed)
-        self.last_device = device
-        self.next_seed += 1
-
-    def rand(self, *size, **kw) -> Tensor:
-        self._reseed(kw.get("device"))
-        return torch.rand(*size, **kw)
-
-    def randint(self, low: int, high: int, size, **kw) -> Tensor:
-        self._reseed(kw.get("device"))
-        return torch.randint(low, high, size=size, **kw)
-
-    def finish(self) -> None:
-        """Seed every generator the last draw did not use with the last seed."""
-        if not self.siamese or self.last_device is None or self._generator(self.last_device) is None:
-            return
-        last, used = self.next_seed - 1, self.last_device
-        if used.type != "cpu":
-            torch.default_generator.manual_seed(last)
-        if torch.cuda.is_available():
-            if not torch.cuda.is_initialized():
-                torch.cuda.manual_seed_all(last)  # queued until CUDA starts, as the official call
-            else:
-                used_gen = self._generator(used) if used.type == "cuda" else None
-                for gen in torch.cuda.default_generators:
-                    if gen is not used_gen:
-                        gen.manual_seed(last)
-        if hasattr(torch, "mps") and torch.backends.mps.is_available():
-            torch.mps.manual_seed(last)
-        if hasattr(torch, "xpu") and torch.xpu.is_available():
-            torch.xpu.manual_seed_all(last)
-
-
-def _sample_step_compat(op: str, x: Tensor, draws: _CompatDraws, p: ParamDiffAug) -> Step:
-    n, _, h, w = x.shape
-    # NB: a Siamese draw keeps element 0 only; element 0 of a fresh stream does not depend on the
-    # number drawn, so real and synthetic batches get the same ω. The official code crashes for a
-    # Siamese batch of 0; we draw one element there.
-    n_draw = max(n, 1) if draws.siamese else n
-    dev = x.device
-    if op == "scale":
-        r = p.ratio_scale
-        sw = draws.rand(n_draw) * (r - 1.0 / r) + 1.0 / r
-        sh = draws.rand(n_draw) * (r - 1.0 / r) + 1.0 / r
-        params = {"scale_w": sw.float(), "scale_h": sh.float()}
-    elif op == "rotate":
-        u = draws.rand(n_draw)
-        params = {"angle": ((u - 0.5) * 2 * p.ratio_rotate / 180 * float(math.pi)).float()}
-    elif op == "flip":
-        v = draws.rand(n_draw, 1, 1, 1, device=dev)
-        params = {"flip": (v < p.prob_flip).view(-1)}
-    elif op == "brightness":
-        b = draws.rand(n_draw, 1, 1, 1, dtype=x.dtype, device=dev)
-        params = {"shift": ((b - 0.5) * p.brightness).view(-1)}
-    elif op == "saturation":
-        r = draws.rand(n_draw, 1, 1, 1, dtype=x.dtype, device=dev)
-        params = {"factor": (r * p.saturation).view(-1)}
-    elif op == "contrast":
-        q = draws.rand(n_draw, 1, 1, 1, dtype=x.dtype, device=dev)
-        params = {"factor": (q + p.contrast).view(-1)}
-    elif op == "crop":
-        sh_max, sw_max = crop_max_shift(h, p.ratio_crop_pad), crop_max_shift(w, p.ratio_crop_pad)
-        th = draws.randint(-sh_max, sh_max + 1, size=[n_draw, 1, 1], device=dev)
-        tw = draws.randint(-sw_max, sw_max + 1, size=[n_draw, 1, 1], device=dev)
-        params = {"shift_h": th.view(-1), "shift_w": tw.view(-1)}
-    elif op == "cutout":
-        bh, bw = cutout_box(h, p.ratio_cutout), cutout_box(w, p.ratio_cutout)
-        oh = draws.randint(0, h + (1 - bh % 2), size=[n_draw, 1, 1], device=dev).view(-1)
-        ow = draws.randint(0, w + (1 - bw % 2), size=[n_draw, 1, 1], device=dev).view(-1)
-        params = cutout_params(oh, ow, bh, bw)
-    else:  # pragma: no cover - parse_strategy guards this
-        raise AssertionError(op)
-    if draws.siamese:
-        params = {k: v[:1] for k, v in params.items()}
-    return Step(op, {k: v.to(dev, non_blocking=True) for k, v in params.items()})
-
-
-def sample_params(strategy: str, x: Tensor, seed: int = -1, param: Optional[ParamDiffAug] = None) -> Omega:
-    """Draw ω for ``strategy`` on a batch like ``x`` (only its shape, dtype and device are read).
-
-    ``seed != -1`` makes the draw Siamese (one transform, leading dimension 1); ``seed == -1`` gives
-    per-sample transforms. With ``rng='device'`` the seed may also be an integer tensor on x's
-    device (see ``dsa_fast.device_rng``). With ``param.rng == 'compat'`` the random numbers come from the same
-    generators, in the same order, shapes and dtypes as the official ``DiffAugment``; the
-    official run-time state (``param.latestseed``, ``param.Siamese``) is updated likewise.
-    """
-    param = ParamDiffAug() if param is None else param
-    param.validate()
-    _check_input(x, "sample_params")
-    tokens = parse_strategy(strategy)
-    seed = check_seed(seed, param.rng)
-    if param.rng == "device":
-        from .device_rng import sample_device
-
-        param.Siamese = isinstance(seed, Tensor) or seed != -1
-        return sample_device(tokens, x, seed, param)
-    param.Siamese = seed != -1
-    draws = _CompatDraws(seed)
-    if param.aug_mode == "S":
-        pick = draws.randint(0, len(tokens), size=(1,)).item()  # CPU generator: no device sync
-        tokens = (tokens[pick],)
-    steps = tuple(_sample_step_compat(op, x, draws, param) for tok in tokens for op in TOKENS[tok])
-    draws.finish()
-    param.latestseed = draws.next_seed
-    return Omega(steps, bool(param.align_corners))
 
 
 def _check_input(x, where: str) -> None:
@@ -432,8 +292,3 @@ def check_omega(x: Tensor, omega: Omega, where: str = "apply") -> None:
                     f"dsa_fast.{where}: omega {step.op}.{k} is on {v.device} but x is on {x.device}; "
                     f"use omega.to(x.device)"
                 )
-
-
-def iter_ops(tokens: Iterable[str]) -> Iterable[str]:
-    for tok in tokens:
-        yield from TOKENS[tok]

@@ -38,6 +38,12 @@ def _python_table(x, strategy, seed, param, rows):
     return pack_omega([s for _, steps in call for s in steps], rows, x.device, active)[0]
 
 
+def _assert_same_table(table, expected):
+    """Bit for bit. NB: on the CPU the kernels take cos/sin with torch's own float32 cos/sin (which
+    may round one ulp away from libm's cosf); on CUDA with the device cosf torch.cos uses there."""
+    torch.testing.assert_close(table, expected, rtol=0, atol=0)
+
+
 STRATEGIES = list(TOKENS) + [FULL_STRATEGY, "crop_flip", "color_rotate", "cutout_scale_rotate"]
 
 
@@ -59,11 +65,7 @@ def test_kernel_table_equals_python_draws(strategy, seed_form, mode, dtype, devi
         counter.copy_(before)
     expected = _python_table(x, strategy, seed, param, table.shape[0])
     assert table.shape == (6 if seed_form == "unseeded" else 1, 15) and table.dtype == torch.float64
-    exact = [c for c in range(15) if c not in (12, 13)]
-    torch.testing.assert_close(table[:, exact], expected[:, exact], rtol=0, atol=0)
-    # NB: cos/sin of the same float32 angle: torch's vectorised float32 cos/sin (used for longer
-    # tensors) may round one ulp away from libm's cosf/sinf.
-    torch.testing.assert_close(table[:, 12:14], expected[:, 12:14], rtol=0, atol=2.0**-24)
+    _assert_same_table(table, expected)
     # ... and y is that table applied.
     torch.testing.assert_close(y, torch.ops.dsa_fast.augment(x, table, fused.plan_for(
         parse_strategy(strategy), param, x, seed_form == "unseeded")[0], False), rtol=0, atol=0)
@@ -226,3 +228,66 @@ def test_python_tables_agree_with_the_headers():
     names = ["kSetScaleMul", "kSetScaleAdd", "kSetRotateMul", "kSetProbFlip", "kSetBrightness", "kSetSaturation",
              "kSetContrast"]
     assert [setting[n] for n in names] == list(range(len(fused.SETTINGS))) and setting["kSettingsSize"] == 7
+
+
+# ---------------------------------------------------------------------------------------------
+# rng='compat': the official draws, then one augment_compat call
+# ---------------------------------------------------------------------------------------------
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("mode", ["M", "S"])
+@pytest.mark.parametrize("seed", [2024, -1])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_compat_kernel_table_equals_python_formulas(strategy, seed, mode, dtype, device):
+    """Same generator state in, same table out: the kernel's formulas (csrc/kernels/compat.h) are
+    the sampler's (dsa_fast/compat.py), rounding included."""
+    from dsa_fast import compat
+
+    param = ParamDiffAug(aug_mode=mode, ratio_rotate=40.0, prob_flip=0.3, ratio_crop_pad=0.3, brightness=0.7)
+    x = torch.randn(5, 3, 11, 7, dtype=dtype, device=device)
+    state = torch.random.get_rng_state()
+    omega = sample_params(strategy, x, seed=seed, param=param)
+    after_python = torch.random.get_rng_state()
+    torch.random.set_rng_state(state)
+    seen = {}
+    original = torch.ops.dsa_fast.augment_compat
+
+    class _Spy:
+        def __call__(self, *args):
+            seen["out"] = original(*args)
+            return seen["out"]
+
+    compat_ops = torch.ops.dsa_fast
+    try:
+        compat_ops.augment_compat = _Spy()
+        y = compat.draw_and_apply(x, parse_strategy(strategy), seed, ParamDiffAug(**{
+            k: getattr(param, k) for k in ("aug_mode", "ratio_rotate", "prob_flip", "ratio_crop_pad", "brightness")}))
+    finally:
+        del compat_ops.augment_compat
+    assert torch.equal(torch.random.get_rng_state(), after_python), "the fused path drew differently"
+    table = seen["out"][1]
+    expected = pack_omega(omega.steps, table.shape[0], x.device)[0]
+    _assert_same_table(table, expected)
+    flags = sum(FLAGS[s.op] for s in omega.steps)
+    torch.testing.assert_close(y, torch.ops.dsa_fast.augment(x, table, flags, False), rtol=0, atol=0)
+    torch.testing.assert_close(y, dsa_fast.apply(x, omega), rtol=0, atol=0)
+
+
+@needs_ext
+@pytest.mark.parametrize("mode, limit", [("M", 13), ("S", 6)])
+def test_compat_dispatch_counts(mode, limit):
+    """The official draws (one op each: 12 for the full 'M' chain; the 'S' family choice and its
+    read-back, then the family's draws), then one op. Targets: 20 for 'M', 8 for 'S'."""
+    for seed in (9, -1):
+        for n in (1, 64):
+            fwd, both = _counts("compat", mode, seed, n)
+            draws = [op for op in fwd if op.startswith(("aten.rand", "aten.randint", "aten._local_scalar_dense"))]
+            assert fwd[-1] == "dsa_fast.augment_compat.default" and len(draws) == len(fwd) - 1, fwd
+            assert len(fwd) <= limit, fwd
+            # ('S': the family, hence the number of draws, may differ from the call above)
+            assert both[-3:] == ["dsa_fast.augment_compat.default", "dsa_fast.augment_backward.default",
+                                 "aten.detach.default"], both
+            assert len(both) <= limit + 2

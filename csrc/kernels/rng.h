@@ -123,8 +123,18 @@ DSA_HOST_DEVICE DSA_INLINE double in_dtype(float v) {
 
 // Fills one row of the ω table (omega.h) for `element` (0: Siamese; n: sample n). Ops absent
 // from the plan keep 0, as the packing of a sampled Omega leaves them.
+// cos and sin of the float32 angle in float32, as the packing of a sampled Omega takes them with
+// torch.cos. trig = false leaves the angle in both columns for the caller to replace with torch's
+// own float32 cos/sin (the CPU launcher: torch's vectorised cos may round one ulp away from libm's
+// cosf); the CUDA executor's cosf is the one torch.cos uses there.
+DSA_HOST_DEVICE DSA_INLINE void set_rotation(double* row, float angle, bool trig) {
+  row[kSlotCos] = trig ? static_cast<double>(::cosf(angle)) : static_cast<double>(angle);
+  row[kSlotSin] = trig ? static_cast<double>(::sinf(angle)) : static_cast<double>(angle);
+}
+
 template <typename scalar_t>
-DSA_HOST_DEVICE void draw_row(const DrawPlan& p, uint32_t key, int64_t element, int H, int W, double* row) {
+DSA_HOST_DEVICE void draw_row(const DrawPlan& p, uint32_t key, int64_t element, int H, int W, double* row,
+                              bool trig) {
   for (int k = 0; k < kOmegaWidth; ++k) row[k] = 0.0;
   auto u = [&](int bit, int second) { return uniform(key, p.draw(bit) + second, element); };
   if (p.draw(0) >= 0) row[kSlotShift] = in_dtype<scalar_t>(mul_rn(add_rn(u(0, 0), -0.5f), p.s[kSetBrightness]));
@@ -149,10 +159,8 @@ DSA_HOST_DEVICE void draw_row(const DrawPlan& p, uint32_t key, int64_t element, 
     row[kSlotScaleH] = add_rn(mul_rn(u(6, 1), p.s[kSetScaleMul]), p.s[kSetScaleAdd]);
   }
   if (p.draw(7) >= 0) {
-    // NB: cos and sin of the float32 angle in float32, as the packing of a sampled Omega does.
     const float angle = mul_rn(add_rn(u(7, 0), -0.5f), p.s[kSetRotateMul]);
-    row[kSlotCos] = static_cast<double>(::cosf(angle));
-    row[kSlotSin] = static_cast<double>(::sinf(angle));
+    set_rotation(row, angle, trig);
   }
   int64_t active = p.flags;
   const int64_t families = p.v[kPlanFamilies];
