@@ -22,6 +22,7 @@ rotate         angle                       float32    affine ``[[cos, -sin, 0], 
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -75,7 +76,20 @@ class ParamDiffAug:
         self.validate()
 
     def validate(self) -> None:
-        """Checked at construction and again on every use (fields may be reassigned)."""
+        """Checked at construction and again on every use (fields may be reassigned); a set of
+        values already found valid is not checked again."""
+        # NB: keyed by type too: True == 1 would otherwise hit the entry of a valid 1.
+        values = tuple((type(v), v) for v in (getattr(self, f) for f in _CHECKED_FIELDS))
+        try:
+            if values in _VALID:
+                return
+        except TypeError:  # an unhashable value: certainly not a valid one
+            pass
+        self._check()
+        if len(_VALID) < 256:
+            _VALID.add(values)
+
+    def _check(self) -> None:
         if self.aug_mode not in AUG_MODES:
             raise ValueError(f"dsa_fast: unknown aug_mode {self.aug_mode!r}; expected one of {AUG_MODES}")
         if self.rng not in RNG_MODES:
@@ -88,6 +102,11 @@ class ParamDiffAug:
                 raise ValueError(f"dsa_fast: ParamDiffAug.{name} must be {what}, got {v!r}")
         if not isinstance(self.align_corners, bool):
             raise TypeError(f"dsa_fast: ParamDiffAug.align_corners must be a bool, got {self.align_corners!r}")
+
+
+_CHECKED_FIELDS = ("aug_mode", "prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad", "ratio_cutout",
+                   "brightness", "saturation", "contrast", "align_corners", "rng")
+_VALID: set = set()
 
 
 def _in_range(v: float, low: Tuple[float, bool], high: Tuple[float, bool]) -> bool:
@@ -126,6 +145,11 @@ def parse_strategy(strategy: str) -> Tuple[str, ...]:
     """Split a strategy string into tokens, rejecting unknown ones with the list of valid ones."""
     if not isinstance(strategy, str):
         raise TypeError(f"dsa_fast: strategy must be a str, got {type(strategy).__name__}")
+    return _parse_strategy(strategy)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_strategy(strategy: str) -> Tuple[str, ...]:
     tokens = tuple(strategy.split("_"))
     for tok in tokens:
         if tok not in TOKENS:
