@@ -5,6 +5,21 @@ fake kernels and autograd. Reads like a table: one op, its fake, its backward.
 brightness, saturation, contrast, crop, cutout, flip, scale, rotate, the ops whose bits are set in
 ``flags``; ``omega`` is the packed per-sample parameter table of ``csrc/kernels/omega.h``.
 ``augment_backward(grad, omega, flags, align_corners)`` is its transposed linear map.
+
+Two ops draw ω and apply it in ONE call, returning ``(y, omega)`` (the [B, 15] table they drew;
+B = 1 Siamese, N per sample); their backward is ``augment_backward`` with that table:
+
+- ``augment_draw(x, key, flags, plan, settings, align_corners)``: rng='device'. The draws of
+  ``device_rng.py`` made inside the kernel (csrc/kernels/rng.h), keyed by the int seed in ``plan``
+  or by ``key``, a one-element int64 tensor on x's device read on the device (a user seed tensor,
+  or the per-device counter of unseeded calls, which the caller advances with one ``add_``).
+- ``augment_compat(x, raw, flags, plan, settings, align_corners)``: rng='compat'. ``raw`` are the
+  official generator draws (compat.py, made in the official order); the kernel applies the
+  official formulas (csrc/kernels/compat.h). CPU draws reach a CUDA kernel through one pinned
+  buffer.
+
+Plans (flags, draw indices, constants) come from dsa_fast/fused.py and dsa_fast/compat.py, cached
+per strategy, settings and image size.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from dsa_fast import ops_table
 from dsa_fast._ops import FLAGS, _plan, pack_omega
 from dsa_fast.params import parse_strategy
 
-from conftest import DEVICES, FLOAT_DTYPES, FULL_STRATEGY, TOKENS
+from conftest import DEVICES, FLOAT_DTYPES, FULL_STRATEGY, TOKENS, needs_cuda
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_EXT = os.environ.get("DSA_FAST_NO_EXT") == "1" or not dsa_fast.has_ops()
@@ -291,3 +291,78 @@ def test_compat_dispatch_counts(mode, limit):
             assert both[-3:] == ["dsa_fast.augment_compat.default", "dsa_fast.augment_backward.default",
                                  "aten.detach.default"], both
             assert len(both) <= limit + 2
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA: graphs and host synchronisation (benchmarks/gpu_check.sh runs every needs_cuda test)
+# ---------------------------------------------------------------------------------------------
+
+
+def _capture(fn):
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
+@needs_cuda
+@needs_ext
+@pytest.mark.parametrize("mode", ["M", "S"])
+def test_cuda_graph_tensor_seed_updated_in_place_between_replays(mode):
+    param = ParamDiffAug(rng="device", aug_mode=mode)
+    x = torch.randn(16, 3, 12, 10, device="cuda")
+    seed = torch.tensor(100, device="cuda")
+    graph, y = _capture(lambda: DiffAugment(x, FULL_STRATEGY, seed=seed, param=param))
+    outs = []
+    for _ in range(4):
+        seed.add_(1)  # outside the graph: the captured kernel reads the key on the device
+        graph.replay()
+        outs.append((int(seed), y.clone()))
+    assert len({o[1].sum().item() for o in outs}) == 4, "each replay must draw a fresh ω"
+    for value, out in outs:
+        torch.testing.assert_close(out, DiffAugment(x, FULL_STRATEGY, seed=torch.tensor(value, device="cuda"),
+                                                    param=param), atol=0, rtol=0)
+        torch.testing.assert_close(out, DiffAugment(x, FULL_STRATEGY, seed=value, param=param), atol=0, rtol=0)
+
+
+@needs_cuda
+@needs_ext
+def test_cuda_graph_unseeded_replays_fresh_and_match_eager():
+    param = ParamDiffAug(rng="device", aug_mode="M")
+    x = torch.randn(8, 3, 12, 10, device="cuda")
+    counter = device_rng.counter(x.device)  # created before the capture
+    graph, y = _capture(lambda: DiffAugment(x, FULL_STRATEGY, seed=-1, param=param))
+    outs = []
+    for _ in range(3):
+        start = int(counter)
+        graph.replay()
+        assert int(counter) == start + 1
+        outs.append((start, y.clone()))
+    assert len({o[1].sum().item() for o in outs}) == 3
+    for start, out in outs:
+        counter.fill_(start)
+        torch.testing.assert_close(out, DiffAugment(x, FULL_STRATEGY, seed=-1, param=param), atol=0, rtol=0)
+
+
+@needs_cuda
+@needs_ext
+@pytest.mark.parametrize("rng", ["compat", "device"])
+@pytest.mark.parametrize("mode", ["S", "M"])
+@pytest.mark.parametrize("seed", [5, -1])
+def test_cuda_one_call_paths_make_no_host_sync(rng, mode, seed):
+    param = ParamDiffAug(rng=rng, aug_mode=mode)
+    x = torch.randn(32, 3, 16, 16, device="cuda", requires_grad=True)
+    DiffAugment(x, FULL_STRATEGY, seed=seed, param=param).sum().backward()  # lazy inits first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(4):
+            DiffAugment(x, FULL_STRATEGY, seed=seed, param=param).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
