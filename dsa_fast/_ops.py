@@ -1,5 +1,6 @@
-"""The compiled ops (``torch.ops.dsa_fast.*`` from ``dsa_fast._C``): loading, packing ω for them,
-fake kernels and autograd. Reads like a table: one op, its fake, its backward.
+"""The compiled ops (``torch.ops.dsa_fast.*`` from ``dsa_fast._C``): loading, fake kernels and
+autograd. Reads like a table: one op, its fake, its backward. Packing ω for them and planning the
+calls is dsa_fast/fused.py.
 
 ``augment(x, omega, flags, align_corners)`` applies, in the canonical order
 brightness, saturation, contrast, crop, cutout, flip, scale, rotate, the ops whose bits are set in
@@ -28,7 +29,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -115,91 +116,6 @@ def why_unavailable(x: Tensor) -> str:
 def supports(x: Tensor) -> bool:
     """Whether the fused kernels can run on x's device."""
     return _KERNEL_DEVICES.get(x.device.type, False)
-
-
-def canonical_runs(ops: Sequence[str]) -> List[List[int]]:
-    """Split a sequence of ops into maximal runs in strictly canonical order: each run is one
-    fused call. E.g. the full 'M' chain is one run; 'rotate_scale' is two."""
-    runs: List[List[int]] = []
-    last = 1 << 30
-    for k, op in enumerate(ops):
-        if FLAGS[op] <= last:
-            runs.append([])
-        runs[-1].append(k)
-        last = FLAGS[op]
-    return runs
-
-
-def pack_omega(steps, batch: int, device: torch.device, active: Optional[Tensor] = None) -> Tuple[Tensor, int]:
-    """The packed [B, 15] float64 table and the flags of one fused call (steps with distinct ops).
-
-    ``active`` ((B,) float64 of OpFlag bits) says which of the call's ops apply to each sample;
-    None: all of them.
-    """
-    zero = torch.zeros(batch, dtype=torch.float64, device=device)
-    cols = [zero] * OMEGA_WIDTH
-    flags = 0
-    for step in steps:
-        p = step.params
-        flags |= FLAGS[step.op]
-        if step.op == "brightness":
-            cols[0] = p["shift"]
-        elif step.op == "saturation":
-            cols[1] = p["factor"]
-        elif step.op == "contrast":
-            cols[2] = p["factor"]
-        elif step.op == "crop":
-            cols[3], cols[4] = p["shift_h"], p["shift_w"]
-        elif step.op == "cutout":
-            cols[5], cols[6], cols[7], cols[8] = p["top"], p["left"], p["height"], p["width"]
-        elif step.op == "flip":
-            cols[9] = p["flip"]
-        elif step.op == "scale":
-            cols[10], cols[11] = p["scale_w"], p["scale_h"]
-        elif step.op == "rotate":
-            # NB: cos/sin in float32, as the reference builds its theta.
-            angle = p["angle"].float()
-            cols[12], cols[13] = torch.cos(angle), torch.sin(angle)
-    cols[14] = torch.full_like(zero, float(flags)) if active is None else active
-    table = torch.stack([c.to(torch.float64).expand(batch) for c in cols], dim=1)
-    return table, flags
-
-
-def _plan(omega) -> List[List[Tuple[int, list]]]:
-    """Group the steps of an Omega into fused calls: each call is a list of (group, steps) whose
-    op sets are disjoint, each group's steps in canonical order."""
-    calls: List[List[Tuple[int, list]]] = []
-    for g in omega.groups():
-        steps = [s for s in omega.steps if s.group == g]
-        runs = canonical_runs([s.op for s in steps])
-        ops = {s.op for s in steps}
-        if len(runs) == 1 and calls and not ops & {s.op for _, ss in calls[-1] for s in ss}:
-            calls[-1].append((g, steps))
-        else:
-            calls.extend([[(g, [steps[k] for k in run])] for run in runs])
-    return calls
-
-
-def apply(x: Tensor, omega) -> Tensor:
-    """Apply ω with the fused kernels: one launch per canonical run of its steps; with a
-    ``choice``, alternatives with distinct ops share one launch (the default 'S' strategy: one)."""
-    batch = 1  # every parameter has length 1 or N (checked by dsa_fast.apply); N may be 0
-    for step in omega.steps:
-        for v in step.params.values():
-            batch = batch if v.shape[0] == 1 else v.shape[0]
-    if omega.choice is None:
-        for run in canonical_runs([s.op for s in omega.steps]):
-            table, flags = pack_omega([omega.steps[k] for k in run], batch, x.device)
-            x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
-        return x
-    batch = batch if omega.choice.shape[0] == 1 else omega.choice.shape[0]
-    for call in _plan(omega):
-        active = sum(
-            (omega.choice == g).to(torch.float64) * sum(FLAGS[s.op] for s in steps) for g, steps in call
-        )
-        table, flags = pack_omega([s for _, steps in call for s in steps], batch, x.device, active)
-        x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
-    return x
 
 
 if _LOAD_ERROR is None:

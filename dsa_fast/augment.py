@@ -35,11 +35,11 @@ def apply(x: Tensor, omega: Omega, backend: str = "auto") -> Tensor:
     """
     _check_input(x, "apply")
     check_omega(x, omega)
-    fused = _use_fused(backend, x, omega)
+    use_fused = _use_fused(backend, x, omega)
     if not omega.steps:
         return x
-    if fused:
-        y = _ops.apply(x, omega)
+    if use_fused:
+        y = fused.apply(x, omega)
     else:
         y = reference.apply(x, omega)
     return y.contiguous(memory_format=_memory_format(x))

@@ -1,4 +1,5 @@
-"""rng='device' on the fused kernels in one op call: ``dsa_fast::augment_draw`` draws ω for every
+"""The fused path's planning and packing: ``apply`` (an Omega -> canonical runs -> packed tables ->
+``dsa_fast::augment`` calls), and rng='device' in one op call: ``dsa_fast::augment_draw`` draws ω for every
 sample inside the kernel (csrc/kernels/rng.h, the same bits as the readable ``device_rng.py``),
 applies it and returns the [B, 15] table it drew, which the backward reuses.
 
@@ -10,13 +11,13 @@ families sharing an op) return None here and take the sampled path (``sample_par
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from . import device_rng
-from .ops_table import OP_SPECS, SPEC, TOKENS
+from .ops_table import ACTIVE_COLUMN, FLAGS, OMEGA_WIDTH, OP_SPECS, SPEC, TOKENS
 from .params import ParamDiffAug, crop_max_shift, cutout_box
 
 # csrc/kernels/rng.h, PlanSlot / KeySource / SettingSlot (a test checks they agree).
@@ -98,3 +99,82 @@ def draw_and_apply(x: Tensor, tokens, seed: Union[int, Tensor], param: ParamDiff
     if per_sample:
         key.add_(1)
     return y, table
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampled Omegas: packing and planning
+# ---------------------------------------------------------------------------------------------
+
+
+def canonical_runs(ops: Sequence[str]) -> List[List[int]]:
+    """Split a sequence of ops into maximal runs in strictly canonical order: each run is one
+    fused call. E.g. the full 'M' chain is one run; 'rotate_scale' is two."""
+    runs: List[List[int]] = []
+    last = 1 << 30
+    for k, op in enumerate(ops):
+        if FLAGS[op] <= last:
+            runs.append([])
+        runs[-1].append(k)
+        last = FLAGS[op]
+    return runs
+
+
+def pack_omega(steps, batch: int, device: torch.device, active: Optional[Tensor] = None) -> Tuple[Tensor, int]:
+    """The packed [B, 15] float64 table and the flags of one fused call (steps with distinct ops).
+
+    ``active`` ((B,) float64 of OpFlag bits) says which of the call's ops apply to each sample;
+    None: all of them.
+    """
+    zero = torch.zeros(batch, dtype=torch.float64, device=device)
+    cols = [zero] * OMEGA_WIDTH
+    flags = 0
+    for step in steps:
+        spec = SPEC[step.op]
+        flags |= spec.bit
+        if step.op == "rotate":
+            # NB: cos/sin in float32, as the reference builds its theta.
+            angle = step.params["angle"].float()
+            cols[spec.columns[0]], cols[spec.columns[0] + 1] = torch.cos(angle), torch.sin(angle)
+        else:
+            for key, column in zip(spec.keys, spec.columns):
+                cols[column] = step.params[key]
+    cols[ACTIVE_COLUMN] = torch.full_like(zero, float(flags)) if active is None else active
+    table = torch.stack([c.to(torch.float64).expand(batch) for c in cols], dim=1)
+    return table, flags
+
+
+def group_calls(omega) -> List[List[Tuple[int, list]]]:
+    """Group the steps of an Omega into fused calls: each call is a list of (group, steps) whose
+    op sets are disjoint, each group's steps in canonical order."""
+    calls: List[List[Tuple[int, list]]] = []
+    for g in omega.groups():
+        steps = [s for s in omega.steps if s.group == g]
+        runs = canonical_runs([s.op for s in steps])
+        ops = {s.op for s in steps}
+        if len(runs) == 1 and calls and not ops & {s.op for _, ss in calls[-1] for s in ss}:
+            calls[-1].append((g, steps))
+        else:
+            calls.extend([[(g, [steps[k] for k in run])] for run in runs])
+    return calls
+
+
+def apply(x: Tensor, omega) -> Tensor:
+    """Apply ω with the fused kernels: one launch per canonical run of its steps; with a
+    ``choice``, alternatives with distinct ops share one launch (the default 'S' strategy: one)."""
+    batch = 1  # every parameter has length 1 or N (checked by dsa_fast.apply); N may be 0
+    for step in omega.steps:
+        for v in step.params.values():
+            batch = batch if v.shape[0] == 1 else v.shape[0]
+    if omega.choice is None:
+        for run in canonical_runs([s.op for s in omega.steps]):
+            table, flags = pack_omega([omega.steps[k] for k in run], batch, x.device)
+            x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
+        return x
+    batch = batch if omega.choice.shape[0] == 1 else omega.choice.shape[0]
+    for call in group_calls(omega):
+        active = sum(
+            (omega.choice == g).to(torch.float64) * sum(FLAGS[s.op] for s in steps) for g, steps in call
+        )
+        table, flags = pack_omega([s for _, steps in call for s in steps], batch, x.device, active)
+        x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
+    return x

@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import dsa_fast
 from dsa_fast import DiffAugment, ParamDiffAug, device_rng, fused, sample_params
 from dsa_fast import ops_table
-from dsa_fast._ops import FLAGS, _plan, pack_omega
+from dsa_fast.fused import FLAGS, group_calls, pack_omega
 from dsa_fast.params import parse_strategy
 
 from conftest import DEVICES, FLOAT_DTYPES, FULL_STRATEGY, TOKENS, needs_cuda
@@ -33,7 +33,7 @@ def _python_table(x, strategy, seed, param, rows):
     omega = sample_params(strategy, x, seed=seed, param=param)
     if omega.choice is None:
         return pack_omega(omega.steps, rows, x.device)[0]
-    (call,) = _plan(omega)
+    (call,) = group_calls(omega)
     active = sum((omega.choice == g).to(torch.float64) * sum(FLAGS[s.op] for s in steps) for g, steps in call)
     return pack_omega([s for _, steps in call for s in steps], rows, x.device, active)[0]
 
