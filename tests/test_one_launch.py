@@ -366,3 +366,20 @@ def test_cuda_one_call_paths_make_no_host_sync(rng, mode, seed):
             DiffAugment(x, FULL_STRATEGY, seed=seed, param=param).sum().backward()
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+@needs_ext
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_opcheck_augment_compat(per_sample, dtype, device):
+    from dsa_fast import compat
+
+    x = torch.randn(3, 2, 7, 6, dtype=dtype, device=device, requires_grad=True)
+    param = ParamDiffAug(aug_mode="M")
+    ops = tuple(op for tok in parse_strategy(FULL_STRATEGY) for op in ops_table.TOKENS[tok])
+    settings = tuple(getattr(param, f) for f in compat._SETTING_FIELDS)
+    flags, plan, constants = compat._plan(ops, settings, 7, 6, per_sample)
+    draws = compat.CompatDraws(-1 if per_sample else 4)
+    raw = [t for op in ops for t in compat.raw_draws(op, x, draws, param)]
+    torch.library.opcheck(torch.ops.dsa_fast.augment_compat.default, (x, raw, flags, plan, constants, False))
