@@ -14,6 +14,10 @@ with ``torch.compile(fullgraph=True)``.
   and a ``choice``, and the kernels apply the chosen one.
 
 The distributions are the official ones (spec §1–§2); only the bits differ from ``rng='compat'``.
+
+This module is the readable reference of the draws: with the kernels built, ``DiffAugment`` makes
+the same draws inside one op call (``dsa_fast::augment_draw``, csrc/kernels/rng.h), bit for bit
+(tests/test_one_launch.py); ``sample_params`` makes them here.
 """
 from __future__ import annotations
 
