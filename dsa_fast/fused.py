@@ -60,7 +60,8 @@ def _plan(tokens: Tuple[str, ...], aug_mode: str, settings: Tuple[float, ...], h
         draw += SPEC[op].draws
         flags |= SPEC[op].bit
     plan[PLAN_PER_SAMPLE] = int(per_sample)
-    plan[PLAN_CROP_H], plan[PLAN_CROP_W] = crop_max_shift(h, param.ratio_crop_pad), crop_max_shift(w, param.ratio_crop_pad)
+    plan[PLAN_CROP_H] = crop_max_shift(h, param.ratio_crop_pad)
+    plan[PLAN_CROP_W] = crop_max_shift(w, param.ratio_crop_pad)
     plan[PLAN_CUT_H], plan[PLAN_CUT_W] = cutout_box(h, param.ratio_cutout), cutout_box(w, param.ratio_cutout)
     constants = device_rng.draw_constants(param)
     return flags, tuple(plan), [float(constants[name]) for name in SETTINGS]

@@ -9,7 +9,8 @@
 
 namespace dsa_fast {
 
-at::Tensor augment_cpu_table(const at::Tensor& x, const at::Tensor& omega, int64_t flags, bool align_corners);
+at::Tensor augment_cpu_table(const char* op, const at::Tensor& x, const at::Tensor& omega, int64_t flags,
+                             bool align_corners);
 
 namespace {
 
@@ -37,7 +38,7 @@ std::tuple<at::Tensor, at::Tensor> augment_draw_cpu(const at::Tensor& x, const s
     }
   });
   torch_trig(omega, flags);
-  return {augment_cpu_table(x, omega, flags, align_corners), omega};
+  return {augment_cpu_table("dsa_fast.augment_draw", x, omega, flags, align_corners), omega};
 }
 
 std::tuple<at::Tensor, at::Tensor> augment_compat_cpu(const at::Tensor& x, at::TensorList raw, int64_t flags,
@@ -56,10 +57,12 @@ std::tuple<at::Tensor, at::Tensor> augment_compat_cpu(const at::Tensor& x, at::T
   at::Tensor omega = empty_compat_table(x, p);
   double* rows = omega.mutable_data_ptr<double>();
   DSA_DISPATCH_FLOATING(x.scalar_type(), "dsa_fast.augment_compat", [&] {
-    for (int64_t b = 0; b < omega.size(0); ++b) compat::compat_row<scalar_t>(p, r, b, rows + b * kOmegaWidth, /*trig=*/false);
+    for (int64_t b = 0; b < omega.size(0); ++b) {
+      compat::compat_row<scalar_t>(p, r, b, rows + b * kOmegaWidth, /*trig=*/false);
+    }
   });
   torch_trig(omega, flags);
-  return {augment_cpu_table(x, omega, flags, align_corners), omega};
+  return {augment_cpu_table(op, x, omega, flags, align_corners), omega};
 }
 
 }  // namespace

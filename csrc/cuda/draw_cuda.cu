@@ -1,6 +1,7 @@
-// dsa_fast::augment_draw and augment_compat on CUDA: one thread per table row draws ω (kernels/rng.h, the key read
-// on the device, so a captured graph replays with whatever the key tensor holds), then the
-// per-image program of augment_launch.cuh applies it. One op call; two kernel launches.
+// dsa_fast::augment_draw and augment_compat on CUDA: one thread per table row makes the row
+// (kernels/rng.h with the key read on the device, so a captured graph replays with whatever the
+// key tensor holds; kernels/compat.h from the raw draws), then the per-image program of
+// augment_launch.cuh applies it. One op call; two kernel launches.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
