@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 import dsa_fast
 from dsa_fast import DiffAugment, ParamDiffAug
-from dsa_fast._ops import pack_omega, supports
+from dsa_fast._ops import supports
+from dsa_fast.fused import pack_omega
 
 FULL = "color_crop_cutout_flip_scale_rotate"
 FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")

@@ -18,4 +18,17 @@ TORCH_LIBRARY(dsa_fast, m) {
   m.def("augment(Tensor x, Tensor omega, int flags, bool align_corners) -> Tensor");
   // grad_x = the transposed linear map of `augment` applied to grad (independent of x).
   m.def("augment_backward(Tensor grad, Tensor omega, int flags, bool align_corners) -> Tensor");
+  // rng='device' in one call: draws the per-sample parameter table (kernels/rng.h: the plan's
+  // draw indices and settings, keyed by the int seed in `plan` or by `key`, a one-element int64
+  // tensor on x's device read on the device) and applies it as `augment` does. Returns
+  // (y, omega): the drawn [B, 15] float64 table, B = 1 (Siamese) or N (per sample).
+  m.def(
+      "augment_draw(Tensor x, Tensor? key, int flags, int[] plan, float[] settings, bool align_corners) "
+      "-> (Tensor, Tensor)");
+  // rng='compat' in one call after the draws: turns the raw numbers the official generators drew
+  // (`raw`, in canonical op order, on the CPU or x's device) into the table with the official
+  // formulas (kernels/compat.h) and applies it. Returns (y, omega) as augment_draw.
+  m.def(
+      "augment_compat(Tensor x, Tensor[] raw, int flags, int[] plan, float[] settings, bool align_corners) "
+      "-> (Tensor, Tensor)");
 }

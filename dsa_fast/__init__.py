@@ -12,7 +12,8 @@ Sampling apart from application::
 """
 from ._ops import has_ops
 from .augment import DiffAugment, apply
-from .params import OPS, TOKENS, Omega, ParamDiffAug, Step, sample_params
+from .params import OPS, TOKENS, Omega, ParamDiffAug, Step
+from .sampling import sample_params
 
 __version__ = "0.1.0"
 

@@ -1,27 +1,78 @@
-"""The compiled ops (``torch.ops.dsa_fast.*`` from ``dsa_fast._C``): loading, packing ω for them,
-fake kernels and autograd. Reads like a table: one op, its fake, its backward.
+"""The compiled ops (``torch.ops.dsa_fast.*`` from ``dsa_fast._C``): loading, fake kernels and
+autograd. Reads like a table: one op, its fake, its backward. Packing ω for them and planning the
+calls is dsa_fast/fused.py.
 
 ``augment(x, omega, flags, align_corners)`` applies, in the canonical order
 brightness, saturation, contrast, crop, cutout, flip, scale, rotate, the ops whose bits are set in
 ``flags``; ``omega`` is the packed per-sample parameter table of ``csrc/kernels/omega.h``.
 ``augment_backward(grad, omega, flags, align_corners)`` is its transposed linear map.
+
+Two ops draw ω and apply it in ONE call, returning ``(y, omega)`` (the [B, 15] table they drew;
+B = 1 Siamese, N per sample); their backward is ``augment_backward`` with that table:
+
+- ``augment_draw(x, key, flags, plan, settings, align_corners)``: rng='device'. The draws of
+  ``device_rng.py`` made inside the kernel (csrc/kernels/rng.h), keyed by the int seed in ``plan``
+  or by ``key``, a one-element int64 tensor on x's device read on the device (a user seed tensor,
+  or the per-device counter of unseeded calls, which the caller advances with one ``add_``).
+- ``augment_compat(x, raw, flags, plan, settings, align_corners)``: rng='compat'. ``raw`` are the
+  official generator draws (compat.py, made in the official order); the kernel applies the
+  official formulas (csrc/kernels/compat.h). CPU draws reach a CUDA kernel through one pinned
+  buffer.
+
+Plans (flags, draw indices, constants) come from dsa_fast/fused.py and dsa_fast/compat.py, cached
+per strategy, settings and image size.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+import sys
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-_LOAD_ERROR = None
-if os.environ.get("DSA_FAST_NO_EXT") == "1":
-    _LOAD_ERROR = "disabled by DSA_FAST_NO_EXT=1"
-else:
+def _other_builds(package_dir: Path) -> List[Path]:
+    """Compiled ``dsa_fast/_C*`` files elsewhere on sys.path (an installed copy this import shadows)."""
+    found = []
+    for entry in sys.path:
+        candidate = Path(entry or ".").resolve() / "dsa_fast"
+        if candidate != package_dir and candidate.is_dir():
+            found.extend(sorted(candidate.glob("_C.*")))
+    return found
+
+
+def _load() -> Optional[str]:
+    """Import dsa_fast._C; None when it loaded, else why not (and a warning when a build was expected)."""
+    if os.environ.get("DSA_FAST_NO_EXT") == "1":
+        return "disabled by DSA_FAST_NO_EXT=1"
+    package_dir = Path(__file__).resolve().parent
+    if importlib.util.find_spec(f"{__package__}._C") is None:
+        reason = f"dsa_fast._C is not built in {package_dir}"
+        source_tree = (package_dir.parent / "setup.py").is_file()
+        elsewhere = _other_builds(package_dir)
+        if source_tree or elsewhere:
+            where = f"; a built copy exists at {elsewhere[0].parent}" if elsewhere else ""
+            warnings.warn(
+                f"dsa_fast: imported from the source folder {package_dir}, which has no compiled "
+                f"extension (dsa_fast._C){where}, so every call runs the slower pure-PyTorch reference. "
+                f"Build it in place (`python setup.py build_ext --inplace` in {package_dir.parent}) or "
+                f"run Python from outside the source folder to use the installed copy. "
+                f"DSA_FAST_NO_EXT=1 silences this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return reason
     try:
         from . import _C  # noqa: F401  (loading the library registers torch.ops.dsa_fast.*)
-    except ImportError as e:  # built without the extension, or against another torch
-        _LOAD_ERROR = f"dsa_fast._C did not load: {e}"
+    except ImportError as e:  # built against another torch or Python
+        return f"dsa_fast._C did not load: {e}"
+    return None
+
+
+_LOAD_ERROR = _load()
 
 
 def has_ops() -> bool:
@@ -29,19 +80,11 @@ def has_ops() -> bool:
     return _LOAD_ERROR is None
 
 
-# Bit of each op in `flags` and the canonical order (csrc/kernels/omega.h, OpFlag).
-FLAGS: Dict[str, int] = {
-    "brightness": 1,
-    "saturation": 2,
-    "contrast": 4,
-    "crop": 8,
-    "cutout": 16,
-    "flip": 32,
-    "scale": 64,
-    "rotate": 128,
-}
+from .ops_table import FLAGS, OMEGA_WIDTH
+
 BRIGHTNESS = FLAGS["brightness"]
-OMEGA_WIDTH = 15  # csrc/kernels/omega.h, OmegaSlot
+_PLAN_PER_SAMPLE = 1  # csrc/kernels/rng.h, kPlanPerSample (dsa_fast/fused.py)
+_COMPAT_PER_SAMPLE = 0  # csrc/kernels/compat.h, kCPerSample (dsa_fast/compat.py)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -52,7 +95,16 @@ def _memory_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-_KERNEL_DEVICES: Dict[str, bool] = {}
+def _kernel_devices() -> Dict[str, bool]:
+    """Device types with a registered kernel. NB: queried once at import, never lazily: the
+    dispatcher query is not traceable, so a first call under torch.compile would break the graph."""
+    if _LOAD_ERROR is not None:
+        return {}
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    return {kind: has("dsa_fast::augment", key) for kind, key in (("cpu", "CPU"), ("cuda", "CUDA"))}
+
+
+_KERNEL_DEVICES: Dict[str, bool] = _kernel_devices()
 
 
 def why_unavailable(x: Tensor) -> str:
@@ -63,100 +115,7 @@ def why_unavailable(x: Tensor) -> str:
 
 def supports(x: Tensor) -> bool:
     """Whether the fused kernels can run on x's device."""
-    if _LOAD_ERROR is not None:
-        return False
-    kind = x.device.type
-    if kind not in _KERNEL_DEVICES:
-        key = {"cpu": "CPU", "cuda": "CUDA"}.get(kind)
-        _KERNEL_DEVICES[kind] = key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-            "dsa_fast::augment", key
-        )
-    return _KERNEL_DEVICES[kind]
-
-
-def canonical_runs(ops: Sequence[str]) -> List[List[int]]:
-    """Split a sequence of ops into maximal runs in strictly canonical order: each run is one
-    fused call. E.g. the full 'M' chain is one run; 'rotate_scale' is two."""
-    runs: List[List[int]] = []
-    last = 1 << 30
-    for k, op in enumerate(ops):
-        if FLAGS[op] <= last:
-            runs.append([])
-        runs[-1].append(k)
-        last = FLAGS[op]
-    return runs
-
-
-def pack_omega(steps, batch: int, device: torch.device, active: Optional[Tensor] = None) -> Tuple[Tensor, int]:
-    """The packed [B, 15] float64 table and the flags of one fused call (steps with distinct ops).
-
-    ``active`` ((B,) float64 of OpFlag bits) says which of the call's ops apply to each sample;
-    None: all of them.
-    """
-    zero = torch.zeros(batch, dtype=torch.float64, device=device)
-    cols = [zero] * OMEGA_WIDTH
-    flags = 0
-    for step in steps:
-        p = step.params
-        flags |= FLAGS[step.op]
-        if step.op == "brightness":
-            cols[0] = p["shift"]
-        elif step.op == "saturation":
-            cols[1] = p["factor"]
-        elif step.op == "contrast":
-            cols[2] = p["factor"]
-        elif step.op == "crop":
-            cols[3], cols[4] = p["shift_h"], p["shift_w"]
-        elif step.op == "cutout":
-            cols[5], cols[6], cols[7], cols[8] = p["top"], p["left"], p["height"], p["width"]
-        elif step.op == "flip":
-            cols[9] = p["flip"]
-        elif step.op == "scale":
-            cols[10], cols[11] = p["scale_w"], p["scale_h"]
-        elif step.op == "rotate":
-            # NB: cos/sin in float32, as the reference builds its theta.
-            angle = p["angle"].float()
-            cols[12], cols[13] = torch.cos(angle), torch.sin(angle)
-    cols[14] = torch.full_like(zero, float(flags)) if active is None else active
-    table = torch.stack([c.to(torch.float64).expand(batch) for c in cols], dim=1)
-    return table, flags
-
-
-def _plan(omega) -> List[List[Tuple[int, list]]]:
-    """Group the steps of an Omega into fused calls: each call is a list of (group, steps) whose
-    op sets are disjoint, each group's steps in canonical order."""
-    calls: List[List[Tuple[int, list]]] = []
-    for g in omega.groups():
-        steps = [s for s in omega.steps if s.group == g]
-        runs = canonical_runs([s.op for s in steps])
-        ops = {s.op for s in steps}
-        if len(runs) == 1 and calls and not ops & {s.op for _, ss in calls[-1] for s in ss}:
-            calls[-1].append((g, steps))
-        else:
-            calls.extend([[(g, [steps[k] for k in run])] for run in runs])
-    return calls
-
-
-def apply(x: Tensor, omega) -> Tensor:
-    """Apply ω with the fused kernels: one launch per canonical run of its steps; with a
-    ``choice``, alternatives with distinct ops share one launch (the default 'S' strategy: one)."""
-    batch = 1  # every parameter has length 1 or N (checked by dsa_fast.apply); N may be 0
-    for step in omega.steps:
-        for v in step.params.values():
-            batch = batch if v.shape[0] == 1 else v.shape[0]
-    if omega.choice is None:
-        for run in canonical_runs([s.op for s in omega.steps]):
-            table, flags = pack_omega([omega.steps[k] for k in run], batch, x.device)
-            x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
-        return x
-    batch = batch if omega.choice.shape[0] == 1 else omega.choice.shape[0]
-    for call in _plan(omega):
-        active = sum(
-            (omega.choice == g).to(torch.float64) * sum(FLAGS[s.op] for s in steps) for g, steps in call
-        )
-        table, flags = pack_omega([s for _, steps in call for s in steps], batch, x.device, active)
-        x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
-    return x
+    return _KERNEL_DEVICES.get(x.device.type, False)
 
 
 if _LOAD_ERROR is None:
@@ -184,6 +143,40 @@ if _LOAD_ERROR is None:
         out = torch.ops.dsa_fast.augment(grad, omega, ctx.flags & ~BRIGHTNESS, ctx.align_corners)
         return out, None, None, None
 
+    def _fake_draw(x: Tensor, key: Optional[Tensor], flags: int, plan: List[int], settings: List[float],
+                   align_corners: bool) -> Tuple[Tensor, Tensor]:
+        torch._check(x.dim() == 4, lambda: f"dsa_fast.augment_draw: expected x of shape [N, C, H, W], got {x.shape}")
+        rows = x.shape[0] if plan[_PLAN_PER_SAMPLE] else 1
+        return _fake(x, None, flags, align_corners), x.new_empty((rows, OMEGA_WIDTH), dtype=torch.float64)
+
+    def _fake_compat(x: Tensor, raw: List[Tensor], flags: int, plan: List[int], settings: List[float],
+                     align_corners: bool) -> Tuple[Tensor, Tensor]:
+        torch._check(x.dim() == 4, lambda: f"dsa_fast.augment_compat: expected x of shape [N, C, H, W], got {x.shape}")
+        rows = x.shape[0] if plan[_COMPAT_PER_SAMPLE] else 1
+        return _fake(x, None, flags, align_corners), x.new_empty((rows, OMEGA_WIDTH), dtype=torch.float64)
+
+    torch.library.register_fake("dsa_fast::augment_draw")(_fake_draw)
+    torch.library.register_fake("dsa_fast::augment_compat")(_fake_compat)
+
+    # Both drawing ops: (x, <key or raw draws>, flags, plan, settings, align_corners) -> (y, table).
+    # The table has no gradient; x's is augment_backward with the table the forward drew.
+    def _setup_draw_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # the table has no gradient: no zeros for it
+        ctx.save_for_backward(output[1])
+        ctx.flags, ctx.align_corners = inputs[2], inputs[5]
+        # The second input's gradient: None for a key, a list of Nones for the raw draws.
+        ctx.no_grad_second = [None] * len(inputs[1]) if isinstance(inputs[1], (list, tuple)) else None
+
+    def _augment_draw_backward(ctx, grad, _grad_omega):
+        (omega,) = ctx.saved_tensors
+        dx = None
+        if grad is not None:
+            dx = torch.ops.dsa_fast.augment_backward(grad, omega, ctx.flags, ctx.align_corners)
+        return dx, ctx.no_grad_second, None, None, None, None
+
+    for _name in ("dsa_fast::augment_draw", "dsa_fast::augment_compat"):
+        torch.library.register_autograd(_name, _augment_draw_backward, setup_context=_setup_draw_context)
     torch.library.register_autograd("dsa_fast::augment", _augment_backward, setup_context=_setup_context)
     torch.library.register_autograd(
         "dsa_fast::augment_backward", _augment_backward_backward, setup_context=_setup_context

@@ -6,9 +6,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import _ops, reference
+from . import _ops, compat, fused, reference
 from ._ops import _memory_format
-from .params import NO_AUGMENT, Omega, ParamDiffAug, _check_input, check_omega, sample_params
+from .params import NO_AUGMENT, Omega, ParamDiffAug, _check_input, check_omega, check_seed, parse_strategy
+from .sampling import sample_params
 
 BACKENDS = ("auto", "fused", "reference")
 
@@ -34,11 +35,11 @@ def apply(x: Tensor, omega: Omega, backend: str = "auto") -> Tensor:
     """
     _check_input(x, "apply")
     check_omega(x, omega)
-    fused = _use_fused(backend, x, omega)
+    use_fused = _use_fused(backend, x, omega)
     if not omega.steps:
         return x
-    if fused:
-        y = _ops.apply(x, omega)
+    if use_fused:
+        y = fused.apply(x, omega)
     else:
         y = reference.apply(x, omega)
     return y.contiguous(memory_format=_memory_format(x))
@@ -61,5 +62,21 @@ def DiffAugment(
     """
     if strategy in NO_AUGMENT:
         return x
+    param = ParamDiffAug() if param is None else param
+    if backend != "reference":
+        # One op call after the draws (dsa_fast/fused.py, dsa_fast/compat.py).
+        param.validate()
+        _check_input(x, "DiffAugment")
+        tokens = parse_strategy(strategy)
+        seed = check_seed(seed, param.rng)
+        if _use_fused(backend, x, None):
+            if param.rng == "device":
+                out = fused.draw_and_apply(x, tokens, seed, param)
+                y = None if out is None else out[0]
+            else:
+                y = compat.draw_and_apply(x, tokens, seed, param)
+            if y is not None:
+                param.Siamese = isinstance(seed, Tensor) or seed != -1
+                return y
     omega = sample_params(strategy, x, seed=seed, param=param)
     return apply(x, omega, backend=backend)

@@ -13,10 +13,15 @@ with ``torch.compile(fullgraph=True)``.
 - In 'S' mode the family is drawn on the device too: ω then carries every family's parameters
   and a ``choice``, and the kernels apply the chosen one.
 
-The distributions are the official ones (docs/semantics.md §1–§3; this generator: §7), the bits are not.
+The distributions are the official ones (docs/semantics.md §1–§3; this generator: §7); only the bits differ from ``rng='compat'``.
+
+This module is the readable reference of the draws: with the kernels built, ``DiffAugment`` makes
+the same draws inside one op call (``dsa_fast::augment_draw``, csrc/kernels/rng.h), bit for bit
+(tests/test_one_launch.py); ``sample_params`` makes them here.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Tuple, Union
 
 import torch
@@ -62,13 +67,25 @@ class _Stream:
 _COUNTERS: Dict[torch.device, Tensor] = {}
 
 
+def counter(device: torch.device) -> Tensor:
+    """The per-device counter of unseeded calls (0-dim int64 on ``device``). Created on a device's
+    first unseeded call; that first call must not be inside a CUDA graph capture (warm up first)."""
+    c = _COUNTERS.get(device)
+    if c is None:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                f"dsa_fast: the first unseeded rng='device' call on {device} is inside a CUDA graph "
+                "capture; make one call (or dsa_fast.device_rng.counter(device)) before capturing"
+            )
+        c = _COUNTERS[device] = torch.zeros((), dtype=torch.int64, device=device)
+    return c
+
+
 def _unseeded_key(device: torch.device) -> Tensor:
-    """The per-device counter, advanced in place by every unseeded call."""
-    counter = _COUNTERS.get(device)
-    if counter is None:
-        counter = _COUNTERS[device] = torch.zeros((), dtype=torch.int64, device=device)
-    key = counter + _UNSEEDED
-    counter.add_(1)
+    """The key of an unseeded call; advances the per-device counter in place."""
+    c = counter(device)
+    key = c + _UNSEEDED
+    c.add_(1)
     return key
 
 
@@ -78,24 +95,39 @@ def manual_seed(seed: int) -> None:
         counter.fill_(int(seed))
 
 
+def draw_constants(p: ParamDiffAug) -> Dict[str, float]:
+    """The constants of each draw's formula (also the kernels' settings, dsa_fast/fused.py).
+    NB: a tensor op rounds each Python constant to float32 once; so do the kernels."""
+    r = p.ratio_scale
+    return {
+        "scale_mul": r - 1.0 / r,
+        "scale_add": 1.0 / r,
+        "rotate_mul": 2 * p.ratio_rotate / 180 * math.pi,
+        "prob_flip": p.prob_flip,
+        "brightness": p.brightness,
+        "saturation": p.saturation,
+        "contrast": p.contrast,
+    }
+
+
 def _step(op: str, s: _Stream, x: Tensor, n: int, p: ParamDiffAug, group: int) -> Step:
     _, _, h, w = x.shape
+    k = draw_constants(p)
     if op == "scale":
-        r = p.ratio_scale
         params = {
-            "scale_w": s.uniform(n) * (r - 1.0 / r) + 1.0 / r,
-            "scale_h": s.uniform(n) * (r - 1.0 / r) + 1.0 / r,
+            "scale_w": s.uniform(n) * k["scale_mul"] + k["scale_add"],
+            "scale_h": s.uniform(n) * k["scale_mul"] + k["scale_add"],
         }
     elif op == "rotate":
-        params = {"angle": (s.uniform(n) - 0.5) * 2 * p.ratio_rotate / 180 * torch.pi}
+        params = {"angle": (s.uniform(n) - 0.5) * k["rotate_mul"]}
     elif op == "flip":
-        params = {"flip": s.uniform(n) < p.prob_flip}
+        params = {"flip": s.uniform(n) < k["prob_flip"]}
     elif op == "brightness":
-        params = {"shift": ((s.uniform(n) - 0.5) * p.brightness).to(x.dtype)}
+        params = {"shift": ((s.uniform(n) - 0.5) * k["brightness"]).to(x.dtype)}
     elif op == "saturation":
-        params = {"factor": (s.uniform(n) * p.saturation).to(x.dtype)}
+        params = {"factor": (s.uniform(n) * k["saturation"]).to(x.dtype)}
     elif op == "contrast":
-        params = {"factor": (s.uniform(n) + p.contrast).to(x.dtype)}
+        params = {"factor": (s.uniform(n) + k["contrast"]).to(x.dtype)}
     elif op == "crop":
         sh, sw = crop_max_shift(h, p.ratio_crop_pad), crop_max_shift(w, p.ratio_crop_pad)
         params = {"shift_h": s.integers(-sh, sh + 1, n), "shift_w": s.integers(-sw, sw + 1, n)}

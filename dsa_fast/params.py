@@ -22,33 +22,17 @@ rotate         angle                       float32    affine ``[[cos, -sin, 0], 
 """
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Optional, SupportsIndex, Tuple
 
 import torch
 from torch import Tensor
 
-# Strategy tokens and the ops each expands to, in order (docs/semantics.md §2).
-TOKENS: Dict[str, Tuple[str, ...]] = {
-    "color": ("brightness", "saturation", "contrast"),
-    "crop": ("crop",),
-    "cutout": ("cutout",),
-    "flip": ("flip",),
-    "scale": ("scale",),
-    "rotate": ("rotate",),
-}
-OPS: Tuple[str, ...] = ("brightness", "saturation", "contrast", "crop", "cutout", "flip", "scale", "rotate")
-PARAM_KEYS: Dict[str, Tuple[str, ...]] = {
-    "brightness": ("shift",),
-    "saturation": ("factor",),
-    "contrast": ("factor",),
-    "crop": ("shift_h", "shift_w"),
-    "cutout": ("top", "left", "height", "width"),
-    "flip": ("flip",),
-    "scale": ("scale_w", "scale_h"),
-    "rotate": ("angle",),
-}
+from .ops_table import OPS, PARAM_KEYS, TOKENS  # noqa: F401  (re-exported: the public names)
+
 NO_AUGMENT = ("", "none", "None")
 AUG_MODES = ("S", "M")
 RNG_MODES = ("compat", "device")
@@ -84,19 +68,88 @@ class ParamDiffAug:
     def batchmode(self) -> bool:  # the name older copies of the reference use for ``Siamese``
         return self.Siamese
 
+    @batchmode.setter
+    def batchmode(self, value: bool) -> None:
+        self.Siamese = value
+
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        """Checked at construction and again on every use (fields may be reassigned); a set of
+        values already found valid is not checked again."""
+        # NB: keyed by type too: True == 1 would otherwise hit the entry of a valid 1.
+        values = tuple((type(v), v) for v in (getattr(self, f) for f in _CHECKED_FIELDS))
+        try:
+            if values in _VALID:
+                return
+        except TypeError:  # an unhashable value: certainly not a valid one
+            pass
+        self._check()
+        if len(_VALID) < 256:
+            _VALID.add(values)
+
+    def _check(self) -> None:
         if self.aug_mode not in AUG_MODES:
             raise ValueError(f"dsa_fast: unknown aug_mode {self.aug_mode!r}; expected one of {AUG_MODES}")
         if self.rng not in RNG_MODES:
             raise ValueError(f"dsa_fast: unknown rng {self.rng!r}; expected one of {RNG_MODES}")
-        if not self.ratio_scale > 0:
-            raise ValueError(f"dsa_fast: ratio_scale must be > 0, got {self.ratio_scale}")
+        for name, low, high, what in _SETTING_RANGES:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"dsa_fast: ParamDiffAug.{name} must be a real number, got {v!r}")
+            if not (math.isfinite(v) and _in_range(v, low, high)):
+                raise ValueError(f"dsa_fast: ParamDiffAug.{name} must be {what}, got {v!r}")
+        if not isinstance(self.align_corners, bool):
+            raise TypeError(f"dsa_fast: ParamDiffAug.align_corners must be a bool, got {self.align_corners!r}")
+
+
+_CHECKED_FIELDS = ("aug_mode", "prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad", "ratio_cutout",
+                   "brightness", "saturation", "contrast", "align_corners", "rng")
+_VALID: set = set()
+
+
+def _in_range(v: float, low: Tuple[float, bool], high: Tuple[float, bool]) -> bool:
+    (lo, lo_closed), (hi, hi_closed) = low, high
+    return (v >= lo if lo_closed else v > lo) and (v <= hi if hi_closed else v < hi)
+
+
+_INF = (math.inf, False)
+# (field, (low, closed), (high, closed), the range in words): what the draws need (docs/semantics.md §1-§3).
+_SETTING_RANGES = (
+    ("prob_flip", (0.0, True), (1.0, True), "a probability in [0, 1]"),
+    ("ratio_scale", (0.0, False), _INF, "> 0 (scale factors are drawn from [1/ratio, ratio))"),
+    ("ratio_rotate", (-math.inf, False), _INF, "a finite angle in degrees"),
+    ("ratio_crop_pad", (0.0, True), _INF, ">= 0 (the largest shift is int(size * ratio + 0.5))"),
+    ("ratio_cutout", (0.0, True), (1.0, True), "in [0, 1] (the box side is int(size * ratio + 0.5))"),
+    ("brightness", (-math.inf, False), _INF, "a finite number"),
+    ("saturation", (-math.inf, False), _INF, "a finite number"),
+    ("contrast", (-math.inf, False), _INF, "a finite number"),
+)
+
+
+def check_seed(seed, rng: str):
+    """An int seed (-1: per-sample draws), or for rng='device' a one-element integer tensor."""
+    if isinstance(seed, Tensor):
+        if rng != "device":
+            raise TypeError("dsa_fast: a tensor seed needs ParamDiffAug(rng='device'); rng='compat' takes an int")
+        if seed.is_floating_point() or seed.is_complex() or seed.dtype == torch.bool:
+            raise TypeError(f"dsa_fast: a tensor seed must hold an integer, got dtype {seed.dtype}")
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, SupportsIndex)):
+        raise TypeError(f"dsa_fast: seed must be an int (-1: no seed), got {seed!r} of type {type(seed).__name__}")
+    return operator.index(seed)
 
 
 def parse_strategy(strategy: str) -> Tuple[str, ...]:
     """Split a strategy string into tokens, rejecting unknown ones with the list of valid ones."""
     if not isinstance(strategy, str):
         raise TypeError(f"dsa_fast: strategy must be a str, got {type(strategy).__name__}")
+    return _parse_strategy(strategy)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_strategy(strategy: str) -> Tuple[str, ...]:
     tokens = tuple(strategy.split("_"))
     for tok in tokens:
         if tok not in TOKENS:
@@ -199,8 +252,7 @@ class Omega:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sampling. Both samplers return the op parameters in the table above; they differ only in where
-# the uniform numbers come from.
+# Sizes both samplers (compat.py, device_rng.py) derive from the settings.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -222,147 +274,6 @@ def cutout_params(centre_h: Tensor, centre_w: Tensor, box_h: int, box_w: int) ->
         "height": torch.full_like(centre_h, box_h),
         "width": torch.full_like(centre_w, box_w),
     }
-
-
-class _CompatDraws:
-    """Draws exactly as the official code (docs/semantics.md §2): the global generators, and when seeded,
-    ``torch.random.manual_seed(latestseed); latestseed += 1`` before each draw.
-
-    NB: ``torch.random.manual_seed`` reseeds every generator (CPU, each CUDA device, ...) and costs
-    about 0.3 ms while CUDA is not initialised. Only the generator a draw uses matters for that
-    draw, so we reseed that one, and ``finish()`` seeds the others with the last seed: every
-    generator ends in the state the official sequence leaves it in, for a fraction of the cost.
-    """
-
-    def __init__(self, seed: int):
-        self.siamese = seed != -1
-        self.next_seed = seed
-        self.last_device: Optional[torch.device] = None
-
-    @staticmethod
-    def _generator(device: torch.device) -> Optional[torch.Generator]:
-        if device.type == "cpu":
-            return torch.default_generator
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            return torch.cuda.default_generators[index]
-        return None  # other device types: reseed everything, as the official code does
-
-    def _reseed(self, device) -> None:
-        if not self.siamese:
-            return
-        device = torch.device("cpu") if device is None else torch.device(device)
-        generator = self._generator(device)
-        if generator is None:
-            torch.random.manual_seed(self.next_seed)
-        else:
-            generator.manual_seed(self.next_seed)
-        self.last_device = device
-        self.next_seed += 1
-
-    def rand(self, *size, **kw) -> Tensor:
-        self._reseed(kw.get("device"))
-        return torch.rand(*size, **kw)
-
-    def randint(self, low: int, high: int, size, **kw) -> Tensor:
-        self._reseed(kw.get("device"))
-        return torch.randint(low, high, size=size, **kw)
-
-    def finish(self) -> None:
-        """Seed every generator the last draw did not use with the last seed."""
-        if not self.siamese or self.last_device is None or self._generator(self.last_device) is None:
-            return
-        last, used = self.next_seed - 1, self.last_device
-        if used.type != "cpu":
-            torch.default_generator.manual_seed(last)
-        if torch.cuda.is_available():
-            if not torch.cuda.is_initialized():
-                torch.cuda.manual_seed_all(last)  # queued until CUDA starts, as the official call
-            else:
-                used_gen = self._generator(used) if used.type == "cuda" else None
-                for gen in torch.cuda.default_generators:
-                    if gen is not used_gen:
-                        gen.manual_seed(last)
-        if hasattr(torch, "mps") and torch.backends.mps.is_available():
-            torch.mps.manual_seed(last)
-        if hasattr(torch, "xpu") and torch.xpu.is_available():
-            torch.xpu.manual_seed_all(last)
-
-
-def _sample_step_compat(op: str, x: Tensor, draws: _CompatDraws, p: ParamDiffAug) -> Step:
-    n, _, h, w = x.shape
-    # NB: a Siamese draw keeps element 0 only; element 0 of a fresh stream does not depend on the
-    # number drawn, so real and synthetic batches get the same ω. The official code crashes for a
-    # Siamese batch of 0; we draw one element there.
-    n_draw = max(n, 1) if draws.siamese else n
-    dev = x.device
-    if op == "scale":
-        r = p.ratio_scale
-        sw = draws.rand(n_draw) * (r - 1.0 / r) + 1.0 / r
-        sh = draws.rand(n_draw) * (r - 1.0 / r) + 1.0 / r
-        params = {"scale_w": sw.float(), "scale_h": sh.float()}
-    elif op == "rotate":
-        u = draws.rand(n_draw)
-        params = {"angle": ((u - 0.5) * 2 * p.ratio_rotate / 180 * float(math.pi)).float()}
-    elif op == "flip":
-        v = draws.rand(n_draw, 1, 1, 1, device=dev)
-        params = {"flip": (v < p.prob_flip).view(-1)}
-    elif op == "brightness":
-        b = draws.rand(n_draw, 1, 1, 1, dtype=x.dtype, device=dev)
-        params = {"shift": ((b - 0.5) * p.brightness).view(-1)}
-    elif op == "saturation":
-        r = draws.rand(n_draw, 1, 1, 1, dtype=x.dtype, device=dev)
-        params = {"factor": (r * p.saturation).view(-1)}
-    elif op == "contrast":
-        q = draws.rand(n_draw, 1, 1, 1, dtype=x.dtype, device=dev)
-        params = {"factor": (q + p.contrast).view(-1)}
-    elif op == "crop":
-        sh_max, sw_max = crop_max_shift(h, p.ratio_crop_pad), crop_max_shift(w, p.ratio_crop_pad)
-        th = draws.randint(-sh_max, sh_max + 1, size=[n_draw, 1, 1], device=dev)
-        tw = draws.randint(-sw_max, sw_max + 1, size=[n_draw, 1, 1], device=dev)
-        params = {"shift_h": th.view(-1), "shift_w": tw.view(-1)}
-    elif op == "cutout":
-        bh, bw = cutout_box(h, p.ratio_cutout), cutout_box(w, p.ratio_cutout)
-        oh = draws.randint(0, h + (1 - bh % 2), size=[n_draw, 1, 1], device=dev).view(-1)
-        ow = draws.randint(0, w + (1 - bw % 2), size=[n_draw, 1, 1], device=dev).view(-1)
-        params = cutout_params(oh, ow, bh, bw)
-    else:  # pragma: no cover - parse_strategy guards this
-        raise AssertionError(op)
-    if draws.siamese:
-        params = {k: v[:1] for k, v in params.items()}
-    return Step(op, {k: v.to(dev, non_blocking=True) for k, v in params.items()})
-
-
-def sample_params(strategy: str, x: Tensor, seed: int = -1, param: Optional[ParamDiffAug] = None) -> Omega:
-    """Draw ω for ``strategy`` on a batch like ``x`` (only its shape, dtype and device are read).
-
-    ``seed != -1`` makes the draw Siamese (one transform, leading dimension 1); ``seed == -1`` gives
-    per-sample transforms. With ``rng='device'`` the seed may also be an integer tensor on x's
-    device (see ``dsa_fast.device_rng``). With ``param.rng == 'compat'`` the random numbers come from the same
-    generators, in the same order, shapes and dtypes as the official ``DiffAugment``; the
-    official run-time state (``param.latestseed``, ``param.Siamese``) is updated likewise.
-    """
-    param = ParamDiffAug() if param is None else param
-    param.validate()
-    _check_input(x, "sample_params")
-    tokens = parse_strategy(strategy)
-    if param.rng == "device":
-        from .device_rng import sample_device
-
-        param.Siamese = isinstance(seed, Tensor) or seed != -1
-        return sample_device(tokens, x, seed, param)
-    if isinstance(seed, Tensor):
-        raise TypeError("dsa_fast: a tensor seed needs ParamDiffAug(rng='device'); rng='compat' takes an int")
-    seed = int(seed)
-    param.Siamese = seed != -1
-    draws = _CompatDraws(seed)
-    if param.aug_mode == "S":
-        pick = draws.randint(0, len(tokens), size=(1,)).item()  # CPU generator: no device sync
-        tokens = (tokens[pick],)
-    steps = tuple(_sample_step_compat(op, x, draws, param) for tok in tokens for op in TOKENS[tok])
-    draws.finish()
-    param.latestseed = draws.next_seed
-    return Omega(steps, bool(param.align_corners))
 
 
 def _check_input(x, where: str) -> None:
@@ -405,8 +316,3 @@ def check_omega(x: Tensor, omega: Omega, where: str = "apply") -> None:
                     f"dsa_fast.{where}: omega {step.op}.{k} is on {v.device} but x is on {x.device}; "
                     f"use omega.to(x.device)"
                 )
-
-
-def iter_ops(tokens: Iterable[str]) -> Iterable[str]:
-    for tok in tokens:
-        yield from TOKENS[tok]

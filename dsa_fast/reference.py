@@ -88,10 +88,14 @@ def _resample(x: Tensor, theta: Tensor, align_corners: bool) -> Tensor:
         return x * 0
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     theta = theta.to(compute).expand(n, 2, 3)
-    with warnings.catch_warnings():
+    if align_corners and min(x.shape[2], x.shape[3]) == 1:
         # affine_grid warns about unit-size grids with align_corners=True; the behaviour it warns
-        # about (coordinate 0 for a size-1 axis) is the one we want.
-        warnings.simplefilter("ignore", UserWarning)
+        # about (coordinate 0 for a size-1 axis) is the one we want. NB: only here, because
+        # torch.compile cannot trace catch_warnings (a graph break for this case alone).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=align_corners)
+    else:
         grid = F.affine_grid(theta, list(x.shape), align_corners=align_corners)
     y = F.grid_sample(x.to(compute), grid, mode="bilinear", padding_mode="zeros", align_corners=align_corners)
     return y.to(x.dtype)

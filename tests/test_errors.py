@@ -147,3 +147,79 @@ def test_errors_leave_param_usable():
         DiffAugment(_x(), "crop_blur", seed=1, param=p)
     y = DiffAugment(torch.randn(2, 3, 8, 8), "crop", seed=1, param=p)
     assert y.shape == (2, 3, 8, 8)
+
+
+BAD_SETTINGS = [
+    ("prob_flip", 2.0, ValueError, r"prob_flip must be a probability in \[0, 1\], got 2.0"),
+    ("prob_flip", -0.1, ValueError, r"prob_flip must be a probability in \[0, 1\]"),
+    ("ratio_cutout", 1.5, ValueError, r"ratio_cutout must be in \[0, 1\].*got 1.5"),
+    ("ratio_cutout", -0.5, ValueError, r"ratio_cutout must be in \[0, 1\]"),
+    ("ratio_crop_pad", -0.1, ValueError, r"ratio_crop_pad must be >= 0.*got -0.1"),
+    ("ratio_scale", 0.0, ValueError, r"ratio_scale must be > 0.*got 0.0"),
+    ("ratio_scale", float("inf"), ValueError, r"ratio_scale must be > 0"),
+    ("ratio_rotate", float("nan"), ValueError, r"ratio_rotate must be a finite angle"),
+    ("brightness", "1", TypeError, r"brightness must be a real number, got '1'"),
+    ("contrast", True, TypeError, r"contrast must be a real number, got True"),
+    ("align_corners", 1, TypeError, r"align_corners must be a bool, got 1"),
+    ("aug_mode", "X", ValueError, r"unknown aug_mode 'X'"),
+    ("rng", "cuda", ValueError, r"unknown rng 'cuda'"),
+]
+
+
+@pytest.mark.parametrize("field, value, error, pattern", BAD_SETTINGS)
+def test_bad_setting_at_construction(field, value, error, pattern):
+    with pytest.raises(error, match=pattern):
+        ParamDiffAug(**{field: value})
+
+
+@pytest.mark.parametrize("field, value, error, pattern", BAD_SETTINGS)
+@pytest.mark.parametrize("rng", ["compat", "device"])
+def test_bad_setting_reassigned_is_caught_on_use(field, value, error, pattern, rng):
+    p = ParamDiffAug(aug_mode="M", rng=rng)
+    setattr(p, field, value)
+    with pytest.raises(error, match=pattern):
+        DiffAugment(_x(), FULL_STRATEGY, seed=1, param=p)
+    with pytest.raises(error, match=pattern):
+        sample_params("crop", _x(), seed=-1, param=p)
+
+
+def test_edge_settings_are_accepted():
+    p = ParamDiffAug(prob_flip=0.0, ratio_cutout=1.0, ratio_crop_pad=0.0, ratio_scale=0.5, ratio_rotate=0)
+    assert DiffAugment(_x(), FULL_STRATEGY, seed=1, param=p).shape == (2, 3, 8, 8)
+    p = ParamDiffAug(prob_flip=1, ratio_cutout=0)
+    assert DiffAugment(_x(), FULL_STRATEGY, seed=1, param=p).shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("seed", [1.0, 2.5, True, False, "3", None])
+@pytest.mark.parametrize("rng", ["compat", "device"])
+def test_seed_must_be_an_int(seed, rng):
+    with pytest.raises(TypeError, match=rf"seed must be an int.*got {seed!r}"):
+        DiffAugment(_x(), "crop", seed=seed, param=ParamDiffAug(rng=rng))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_tensor_seed_must_hold_an_integer(dtype):
+    with pytest.raises(TypeError, match=rf"tensor seed must hold an integer, got dtype {dtype}"):
+        DiffAugment(_x(), "crop", seed=torch.ones((), dtype=dtype), param=ParamDiffAug(rng="device"))
+    with pytest.raises(TypeError, match=r"tensor seed needs ParamDiffAug\(rng='device'\)"):
+        DiffAugment(_x(), "crop", seed=torch.ones((), dtype=torch.int64), param=ParamDiffAug(rng="compat"))
+
+
+def test_integer_like_seeds_are_accepted():
+    import numpy as np
+
+    x = torch.randn(2, 3, 8, 8)
+    a = DiffAugment(x, FULL_STRATEGY, seed=np.int64(7), param=ParamDiffAug(aug_mode="M"))
+    b = DiffAugment(x, FULL_STRATEGY, seed=7, param=ParamDiffAug(aug_mode="M"))
+    assert torch.equal(a, b)
+
+
+def test_batchmode_is_a_read_write_alias_of_siamese():
+    """Older copies of the official code assign ``param.batchmode = False`` before each call."""
+    p = ParamDiffAug()
+    p.batchmode = True
+    assert p.Siamese is True and p.batchmode is True
+    p.batchmode = False
+    assert p.Siamese is False and p.batchmode is False
+    DiffAugment(_x(), "crop", seed=3, param=p)
+    assert p.batchmode is True

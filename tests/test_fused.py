@@ -14,7 +14,7 @@ import torch
 
 import dsa_fast
 from dsa_fast import DiffAugment, ParamDiffAug, apply, reference, sample_params
-from dsa_fast._ops import FLAGS, pack_omega
+from dsa_fast.fused import FLAGS, pack_omega
 
 from conftest import DEVICES, FULL_STRATEGY, TOKENS, needs_cuda
 

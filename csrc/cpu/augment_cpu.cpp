@@ -66,6 +66,12 @@ at::Tensor augment_backward_cpu(const at::Tensor& grad, const at::Tensor& omega,
 
 }  // namespace
 
+// Applies a table drawn by augment_draw or augment_compat (draw_cpu.cpp); `op` names the caller.
+at::Tensor augment_cpu_table(const char* op, const at::Tensor& x, const at::Tensor& omega, int64_t flags,
+                             bool align_corners) {
+  return run<false>(op, x, omega, flags, align_corners);
+}
+
 TORCH_LIBRARY_IMPL(dsa_fast, CPU, m) {
   m.impl("augment", &augment_cpu);
   m.impl("augment_backward", &augment_backward_cpu);

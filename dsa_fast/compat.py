@@ -1,0 +1,205 @@
+"""rng='compat': draws exactly as the official code (docs/semantics.md §2), and the official formulas that turn
+the raw numbers into op parameters.
+
+``raw_draws`` makes the official generator calls for one op (same generators, order, shapes and
+dtypes); ``compat_params`` is the readable reference of the formulas (csrc/kernels/compat.h is the
+kernels' copy, checked equal by the tests). ``sample_step`` is both: one Step of an Omega.
+``draw_and_apply`` is the fused path: the raw draws go straight to ``dsa_fast::augment_compat``,
+which applies the formulas and the transform in one op call.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .ops_table import SPEC, TOKENS
+from .params import ParamDiffAug, Step, crop_max_shift, cutout_box, cutout_params
+
+
+class CompatDraws:
+    """Draws exactly as the official code (docs/semantics.md §2): the global generators, and when seeded,
+    ``torch.random.manual_seed(latestseed); latestseed += 1`` before each draw.
+
+    NB: ``torch.random.manual_seed`` reseeds every generator (CPU, each CUDA device, ...) and costs
+    about 0.3 ms while CUDA is not initialised. Only the generator a draw uses matters for that
+    draw, so we reseed that one, and ``finish()`` seeds the others with the last seed: every
+    generator ends in the state the official sequence leaves it in, for a fraction of the cost.
+    """
+
+    def __init__(self, seed: int):
+        self.siamese = seed != -1
+        self.next_seed = seed
+        self.last_device: Optional[torch.device] = None
+
+    @staticmethod
+    def _generator(device: torch.device) -> Optional[torch.Generator]:
+        if device.type == "cpu":
+            return torch.default_generator
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            return torch.cuda.default_generators[index]
+        return None  # other device types: reseed everything, as the official code does
+
+    def _reseed(self, device) -> None:
+        if not self.siamese:
+            return
+        device = torch.device("cpu") if device is None else torch.device(device)
+        generator = self._generator(device)
+        if generator is None:
+            torch.random.manual_seed(self.next_seed)
+        else:
+            generator.manual_seed(self.next_seed)
+        self.last_device = device
+        self.next_seed += 1
+
+    def rand(self, *size, **kw) -> Tensor:
+        self._reseed(kw.get("device"))
+        return torch.rand(*size, **kw)
+
+    def randint(self, low: int, high: int, size, **kw) -> Tensor:
+        self._reseed(kw.get("device"))
+        return torch.randint(low, high, size=size, **kw)
+
+    def finish(self) -> None:
+        """Seed every generator the last draw did not use with the last seed."""
+        if not self.siamese or self.last_device is None or self._generator(self.last_device) is None:
+            return
+        last, used = self.next_seed - 1, self.last_device
+        if used.type != "cpu":
+            torch.default_generator.manual_seed(last)
+        if torch.cuda.is_available():
+            if not torch.cuda.is_initialized():
+                torch.cuda.manual_seed_all(last)  # queued until CUDA starts, as the official call
+            else:
+                used_gen = self._generator(used) if used.type == "cuda" else None
+                for gen in torch.cuda.default_generators:
+                    if gen is not used_gen:
+                        gen.manual_seed(last)
+        if hasattr(torch, "mps") and torch.backends.mps.is_available():
+            torch.mps.manual_seed(last)
+        if hasattr(torch, "xpu") and torch.xpu.is_available():
+            torch.xpu.manual_seed_all(last)
+
+
+def _n_draw(x: Tensor, draws: CompatDraws) -> int:
+    # NB: a Siamese draw keeps element 0 only; element 0 of a fresh stream does not depend on the
+    # number drawn, so real and synthetic batches get the same ω. The official code crashes for a
+    # Siamese batch of 0; we draw one element there.
+    n = x.shape[0]
+    return max(n, 1) if draws.siamese else n
+
+
+def raw_draws(op: str, x: Tensor, draws: CompatDraws, p: ParamDiffAug) -> List[Tensor]:
+    """The official generator calls of one op, in order: 1 or 2 tensors (ops_table draws)."""
+    n, (_, _, h, w), dev = _n_draw(x, draws), x.shape, x.device
+    if op == "scale":
+        return [draws.rand(n), draws.rand(n)]
+    if op == "rotate":
+        return [draws.rand(n)]
+    if op == "flip":
+        return [draws.rand(n, 1, 1, 1, device=dev)]
+    if op in ("brightness", "saturation", "contrast"):
+        return [draws.rand(n, 1, 1, 1, dtype=x.dtype, device=dev)]
+    if op == "crop":
+        sh, sw = crop_max_shift(h, p.ratio_crop_pad), crop_max_shift(w, p.ratio_crop_pad)
+        return [draws.randint(-sh, sh + 1, size=[n, 1, 1], device=dev),
+                draws.randint(-sw, sw + 1, size=[n, 1, 1], device=dev)]
+    if op == "cutout":
+        bh, bw = cutout_box(h, p.ratio_cutout), cutout_box(w, p.ratio_cutout)
+        return [draws.randint(0, h + (1 - bh % 2), size=[n, 1, 1], device=dev),
+                draws.randint(0, w + (1 - bw % 2), size=[n, 1, 1], device=dev)]
+    raise AssertionError(op)  # pragma: no cover - parse_strategy guards this
+
+
+def compat_params(op: str, raw: List[Tensor], x: Tensor, p: ParamDiffAug) -> Dict[str, Tensor]:
+    """The official formulas (docs/semantics.md §2-§3), op by op as the official tensor ops round."""
+    _, _, h, w = x.shape
+    if op == "scale":
+        r = p.ratio_scale
+        return {"scale_w": (raw[0] * (r - 1.0 / r) + 1.0 / r).float(),
+                "scale_h": (raw[1] * (r - 1.0 / r) + 1.0 / r).float()}
+    if op == "rotate":
+        return {"angle": ((raw[0] - 0.5) * 2 * p.ratio_rotate / 180 * float(math.pi)).float()}
+    if op == "flip":
+        return {"flip": (raw[0] < p.prob_flip).view(-1)}
+    if op == "brightness":
+        return {"shift": ((raw[0] - 0.5) * p.brightness).view(-1)}
+    if op == "saturation":
+        return {"factor": (raw[0] * p.saturation).view(-1)}
+    if op == "contrast":
+        return {"factor": (raw[0] + p.contrast).view(-1)}
+    if op == "crop":
+        return {"shift_h": raw[0].view(-1), "shift_w": raw[1].view(-1)}
+    if op == "cutout":
+        bh, bw = cutout_box(h, p.ratio_cutout), cutout_box(w, p.ratio_cutout)
+        return cutout_params(raw[0].view(-1), raw[1].view(-1), bh, bw)
+    raise AssertionError(op)  # pragma: no cover
+
+
+def sample_step(op: str, x: Tensor, draws: CompatDraws, p: ParamDiffAug) -> Step:
+    params = compat_params(op, raw_draws(op, x, draws, p), x, p)
+    if draws.siamese:
+        params = {k: v[:1] for k, v in params.items()}
+    # NB: scale and rotate are drawn on the CPU (as the official code); a blocking copy to x's
+    # device (a pageable non_blocking copy would be neither faster nor clearer).
+    return Step(op, {k: v.to(x.device) for k, v in params.items()})
+
+
+def choose_family(tokens: Tuple[str, ...], draws: CompatDraws) -> Tuple[str, ...]:
+    """'S' mode: one family for the batch, drawn on the CPU generator (no device sync)."""
+    pick = draws.randint(0, len(tokens), size=(1,)).item()
+    return (tokens[pick],)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused path: raw draws -> dsa_fast::augment_compat (one op call)
+# ---------------------------------------------------------------------------------------------
+
+# csrc/kernels/compat.h, CompatPlanSlot / CompatSettingSlot (a test checks they agree).
+PLAN_PER_SAMPLE, PLAN_CUT_H, PLAN_CUT_W, PLAN_SIZE = 0, 1, 2, 3
+SETTINGS = ("scale_mul", "scale_add", "ratio_rotate", "pi", "prob_flip", "brightness", "saturation", "contrast")
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(ops: Tuple[str, ...], settings: Tuple[float, ...], h: int, w: int, per_sample: bool):
+    """(flags, plan ints, settings floats) for ops in canonical order, or None."""
+    bits = [SPEC[op].bit for op in ops]
+    if any(b <= a for a, b in zip(bits, bits[1:])):
+        return None
+    prob_flip, ratio_scale, ratio_rotate, _, ratio_cutout, brightness, saturation, contrast = settings
+    r = ratio_scale
+    values = {"scale_mul": r - 1.0 / r, "scale_add": 1.0 / r, "ratio_rotate": ratio_rotate, "pi": math.pi,
+              "prob_flip": prob_flip, "brightness": brightness, "saturation": saturation, "contrast": contrast}
+    plan = [int(per_sample), cutout_box(h, ratio_cutout), cutout_box(w, ratio_cutout)]
+    return sum(bits), plan, [float(values[k]) for k in SETTINGS]
+
+
+_SETTING_FIELDS = ("prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad", "ratio_cutout",
+                   "brightness", "saturation", "contrast")
+
+
+def draw_and_apply(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDiffAug) -> Optional[Tensor]:
+    """The official draws, then one augment_compat call; None (nothing drawn) when the ops are not
+    in canonical order ('M' mode with reordered or repeated tokens)."""
+    settings = tuple(getattr(param, f) for f in _SETTING_FIELDS)
+    per_sample = seed == -1
+    h, w = x.shape[2], x.shape[3]
+    if param.aug_mode == "M":
+        planned = _plan(tuple(op for tok in tokens for op in TOKENS[tok]), settings, h, w, per_sample)
+        if planned is None:
+            return None
+    draws = CompatDraws(seed)
+    if param.aug_mode == "S":
+        tokens = choose_family(tokens, draws)
+        planned = _plan(TOKENS[tokens[0]], settings, h, w, per_sample)
+    ops = tuple(op for tok in tokens for op in TOKENS[tok])
+    raw = [t for op in ops for t in raw_draws(op, x, draws, param)]
+    draws.finish()
+    param.latestseed = draws.next_seed
+    flags, plan, constants = planned
+    y, _ = torch.ops.dsa_fast.augment_compat(x, raw, flags, plan, constants, bool(param.align_corners))
+    return y

@@ -1,0 +1,181 @@
+"""The fused path's planning and packing: ``apply`` (an Omega -> canonical runs -> packed tables ->
+``dsa_fast::augment`` calls), and rng='device' in one op call: ``dsa_fast::augment_draw`` draws ω for every
+sample inside the kernel (csrc/kernels/rng.h, the same bits as the readable ``device_rng.py``),
+applies it and returns the [B, 15] table it drew, which the backward reuses.
+
+A plan (the op's ``flags``, ``plan`` ints and ``settings`` floats) depends only on the strategy,
+the settings and the image size, so it is built once and cached; a call adds only its key.
+Strategies that one fused call cannot apply ('M' ops out of canonical order or repeated, 'S'
+families sharing an op) return None here and take the sampled path (``sample_params`` + apply).
+"""
+from __future__ import annotations
+
+import functools
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from . import device_rng
+from .ops_table import ACTIVE_COLUMN, FLAGS, OMEGA_WIDTH, OP_SPECS, SPEC, TOKENS
+from .params import ParamDiffAug, crop_max_shift, cutout_box
+
+# csrc/kernels/rng.h, PlanSlot / KeySource / SettingSlot (a test checks they agree).
+PLAN_FAMILIES, PLAN_PER_SAMPLE, PLAN_KEY_SOURCE, PLAN_SEED, PLAN_CHOICE_DRAW = 0, 1, 2, 3, 4
+PLAN_CROP_H, PLAN_CROP_W, PLAN_CUT_H, PLAN_CUT_W, PLAN_DRAW = 5, 6, 7, 8, 9
+PLAN_GROUP = PLAN_DRAW + len(OP_SPECS)
+PLAN_SIZE = PLAN_GROUP + len(OP_SPECS)
+KEY_INT, KEY_TENSOR, KEY_COUNTER = 0, 1, 2
+SETTINGS = ("scale_mul", "scale_add", "rotate_mul", "prob_flip", "brightness", "saturation", "contrast")
+_USER_KEY_MASK = (1 << 40) - 1
+
+_SETTING_FIELDS = ("prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad", "ratio_cutout",
+                   "brightness", "saturation", "contrast")
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(tokens: Tuple[str, ...], aug_mode: str, settings: Tuple[float, ...], h: int, w: int, per_sample: bool):
+    """(flags, plan ints with the key slots blank, settings floats), or None when one call cannot
+    apply the strategy. Draw indices follow device_rng.sample_device: 'S' draws the family first."""
+    param = ParamDiffAug(**dict(zip(_SETTING_FIELDS, settings)), aug_mode=aug_mode)
+    ops = [(g, op) for g, tok in enumerate(tokens) for op in TOKENS[tok]]
+    bits = [SPEC[op].bit for _, op in ops]
+    if aug_mode == "M" and any(b <= a for a, b in zip(bits, bits[1:])):
+        return None
+    if aug_mode == "S" and len(set(bits)) != len(bits):
+        return None
+    plan = [0] * PLAN_SIZE
+    for k in range(len(OP_SPECS)):
+        plan[PLAN_DRAW + k] = -1
+    draw = 0
+    if aug_mode == "S":
+        plan[PLAN_FAMILIES] = len(tokens)
+        draw += 1
+        plan[PLAN_CHOICE_DRAW] = draw
+    flags = 0
+    for g, op in ops:
+        k = SPEC[op].bit.bit_length() - 1
+        plan[PLAN_DRAW + k] = draw + 1
+        plan[PLAN_GROUP + k] = g
+        draw += SPEC[op].draws
+        flags |= SPEC[op].bit
+    plan[PLAN_PER_SAMPLE] = int(per_sample)
+    plan[PLAN_CROP_H] = crop_max_shift(h, param.ratio_crop_pad)
+    plan[PLAN_CROP_W] = crop_max_shift(w, param.ratio_crop_pad)
+    plan[PLAN_CUT_H], plan[PLAN_CUT_W] = cutout_box(h, param.ratio_cutout), cutout_box(w, param.ratio_cutout)
+    constants = device_rng.draw_constants(param)
+    return flags, tuple(plan), [float(constants[name]) for name in SETTINGS]
+
+
+def plan_for(tokens, param: ParamDiffAug, x: Tensor, per_sample: bool):
+    settings = tuple(getattr(param, f) for f in _SETTING_FIELDS)
+    return _plan(tokens, param.aug_mode, settings, x.shape[2], x.shape[3], per_sample)
+
+
+def draw_and_apply(x: Tensor, tokens, seed: Union[int, Tensor], param: ParamDiffAug) -> Optional[Tuple[Tensor, Tensor]]:
+    """(y, omega table) from one augment_draw call, or None when the strategy needs several calls.
+    ``seed``: a checked int (-1: unseeded) or an integer tensor on x's device."""
+    tensor_seed = isinstance(seed, Tensor)
+    per_sample = not tensor_seed and seed == -1
+    planned = plan_for(tokens, param, x, per_sample)
+    if planned is None:
+        return None
+    flags, base, settings = planned
+    plan = list(base)
+    if tensor_seed:
+        if seed.numel() != 1 or seed.device != x.device:
+            raise ValueError(
+                f"dsa_fast: a tensor seed must be one integer on x's device ({x.device}), "
+                f"got shape {tuple(seed.shape)} {seed.dtype} on {seed.device}"
+            )
+        key = seed if seed.dtype == torch.int64 else seed.to(torch.int64)
+        plan[PLAN_KEY_SOURCE] = KEY_TENSOR
+    elif per_sample:
+        key = device_rng.counter(x.device)
+        plan[PLAN_KEY_SOURCE] = KEY_COUNTER
+    else:
+        key = None
+        plan[PLAN_KEY_SOURCE], plan[PLAN_SEED] = KEY_INT, seed & _USER_KEY_MASK
+    y, table = torch.ops.dsa_fast.augment_draw(x, key, flags, plan, settings, bool(param.align_corners))
+    if per_sample:
+        key.add_(1)
+    return y, table
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampled Omegas: packing and planning
+# ---------------------------------------------------------------------------------------------
+
+
+def canonical_runs(ops: Sequence[str]) -> List[List[int]]:
+    """Split a sequence of ops into maximal runs in strictly canonical order: each run is one
+    fused call. E.g. the full 'M' chain is one run; 'rotate_scale' is two."""
+    runs: List[List[int]] = []
+    last = 1 << 30
+    for k, op in enumerate(ops):
+        if FLAGS[op] <= last:
+            runs.append([])
+        runs[-1].append(k)
+        last = FLAGS[op]
+    return runs
+
+
+def pack_omega(steps, batch: int, device: torch.device, active: Optional[Tensor] = None) -> Tuple[Tensor, int]:
+    """The packed [B, 15] float64 table and the flags of one fused call (steps with distinct ops).
+
+    ``active`` ((B,) float64 of OpFlag bits) says which of the call's ops apply to each sample;
+    None: all of them.
+    """
+    zero = torch.zeros(batch, dtype=torch.float64, device=device)
+    cols = [zero] * OMEGA_WIDTH
+    flags = 0
+    for step in steps:
+        spec = SPEC[step.op]
+        flags |= spec.bit
+        if step.op == "rotate":
+            # NB: cos/sin in float32, as the reference builds its theta.
+            angle = step.params["angle"].float()
+            cols[spec.columns[0]], cols[spec.columns[0] + 1] = torch.cos(angle), torch.sin(angle)
+        else:
+            for key, column in zip(spec.keys, spec.columns):
+                cols[column] = step.params[key]
+    cols[ACTIVE_COLUMN] = torch.full_like(zero, float(flags)) if active is None else active
+    table = torch.stack([c.to(torch.float64).expand(batch) for c in cols], dim=1)
+    return table, flags
+
+
+def group_calls(omega) -> List[List[Tuple[int, list]]]:
+    """Group the steps of an Omega into fused calls: each call is a list of (group, steps) whose
+    op sets are disjoint, each group's steps in canonical order."""
+    calls: List[List[Tuple[int, list]]] = []
+    for g in omega.groups():
+        steps = [s for s in omega.steps if s.group == g]
+        runs = canonical_runs([s.op for s in steps])
+        ops = {s.op for s in steps}
+        if len(runs) == 1 and calls and not ops & {s.op for _, ss in calls[-1] for s in ss}:
+            calls[-1].append((g, steps))
+        else:
+            calls.extend([[(g, [steps[k] for k in run])] for run in runs])
+    return calls
+
+
+def apply(x: Tensor, omega) -> Tensor:
+    """Apply ω with the fused kernels: one launch per canonical run of its steps; with a
+    ``choice``, alternatives with distinct ops share one launch (the default 'S' strategy: one)."""
+    batch = 1  # every parameter has length 1 or N (checked by dsa_fast.apply); N may be 0
+    for step in omega.steps:
+        for v in step.params.values():
+            batch = batch if v.shape[0] == 1 else v.shape[0]
+    if omega.choice is None:
+        for run in canonical_runs([s.op for s in omega.steps]):
+            table, flags = pack_omega([omega.steps[k] for k in run], batch, x.device)
+            x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
+        return x
+    batch = batch if omega.choice.shape[0] == 1 else omega.choice.shape[0]
+    for call in group_calls(omega):
+        active = sum(
+            (omega.choice == g).to(torch.float64) * sum(FLAGS[s.op] for s in steps) for g, steps in call
+        )
+        table, flags = pack_omega([s for _, steps in call for s in steps], batch, x.device, active)
+        x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
+    return x
