@@ -28,6 +28,9 @@ struct View {
   DSA_HOST_DEVICE DSA_INLINE int64_t step_j() const { return sw; }
   DSA_HOST_DEVICE DSA_INLINE acc_t load(int64_t pix, int c) const { return static_cast<acc_t>(data[pix + c * sc]); }
   DSA_HOST_DEVICE DSA_INLINE void store(int64_t pix, int c, acc_t v) const { data[pix + c * sc] = static_cast<T>(v); }
+  // Row access for row-wise loops: element (c, i, j) is row(c, i)[j * col_stride()].
+  DSA_HOST_DEVICE DSA_INLINE T* row(int c, int i) const { return data + c * sc + i * sh; }
+  DSA_HOST_DEVICE DSA_INLINE int64_t col_stride() const { return sw; }
 };
 
 // A workspace image: [C, H, W] contiguous acc_t, with 32-bit offsets.
@@ -40,6 +43,8 @@ struct Plane {
   DSA_HOST_DEVICE DSA_INLINE int step_j() const { return 1; }
   DSA_HOST_DEVICE DSA_INLINE acc_t load(int pix, int c) const { return data[pix + c * hw]; }
   DSA_HOST_DEVICE DSA_INLINE void store(int pix, int c, acc_t v) const { data[pix + c * hw] = v; }
+  DSA_HOST_DEVICE DSA_INLINE acc_t* row(int c, int i) const { return data + c * hw + i * w; }
+  DSA_HOST_DEVICE DSA_INLINE int64_t col_stride() const { return 1; }
 };
 
 // floor() without a libm call on the host (baseline x86-64 has no rounding instruction); exact for
@@ -72,6 +77,10 @@ struct Taps {
     t.wy0 = acc_t(1) - t.wy1;
     return t;
   }
+  // Weight of the tap at row y0 + dy, column x0 + dx (dy, dx in {0, 1}).
+  DSA_HOST_DEVICE DSA_INLINE acc_t weight(int dy, int dx) const { return (dx ? wx1 : wx0) * (dy ? wy1 : wy0); }
+  DSA_HOST_DEVICE DSA_INLINE bool col_in(int dx, int W) const { return x0 + dx >= 0 && x0 + dx < W; }
+  DSA_HOST_DEVICE DSA_INLINE bool row_in(int dy, int H) const { return y0 + dy >= 0 && y0 + dy < H; }
 };
 
 // Normalised base coordinates of every column and row (affine_grid's base grid), computed once
@@ -111,9 +120,9 @@ DSA_HOST_DEVICE DSA_INLINE void resample_pixel(const Src& src, const Dst& dst, c
                                                int C, int i, int j) {
   const Taps<acc_t> p = A.taps(i, j);
   const int H = A.H, W = A.W;
-  const bool x0in = p.x0 >= 0 && p.x0 < W, x1in = p.x0 + 1 >= 0 && p.x0 + 1 < W;
-  const bool y0in = p.y0 >= 0 && p.y0 < H, y1in = p.y0 + 1 >= 0 && p.y0 + 1 < H;
-  const acc_t w00 = p.wx0 * p.wy0, w01 = p.wx1 * p.wy0, w10 = p.wx0 * p.wy1, w11 = p.wx1 * p.wy1;
+  const bool x0in = p.col_in(0, W), x1in = p.col_in(1, W);
+  const bool y0in = p.row_in(0, H), y1in = p.row_in(1, H);
+  const acc_t w00 = p.weight(0, 0), w01 = p.weight(0, 1), w10 = p.weight(1, 0), w11 = p.weight(1, 1);
   const auto o00 = src.pixel(p.y0, p.x0);
   const auto o01 = o00 + src.step_j(), o10 = o00 + src.step_i(), o11 = o10 + src.step_j();
   const auto out = dst.pixel(i, j);
@@ -234,10 +243,14 @@ DSA_HOST_DEVICE DSA_INLINE void resample_transpose_pixel(const Grad& g, const Ds
       const acc_t fy = floor_fast(Y);
       const int y0 = static_cast<int>(fy);
       if (y0 != r && y0 + 1 != r) continue;
-      const acc_t wx1 = X - fx, wy1 = Y - fy;
-      const acc_t wx = x0 == s ? acc_t(1) - wx1 : wx1;
-      const acc_t wy = y0 == r ? acc_t(1) - wy1 : wy1;
-      const acc_t w = wx * wy;
+      Taps<acc_t> t;
+      t.x0 = x0;
+      t.y0 = y0;
+      t.wx1 = X - fx;
+      t.wx0 = acc_t(1) - t.wx1;
+      t.wy1 = Y - fy;
+      t.wy0 = acc_t(1) - t.wy1;
+      const acc_t w = t.weight(y0 == r ? 0 : 1, x0 == s ? 0 : 1);
       const auto in = g.pixel(i, j);
       for (int c = 0; c < C; ++c) dst.store(out, c, dst.load(out, c) + g.load(in, c) * w);
     }
