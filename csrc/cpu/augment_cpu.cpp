@@ -26,7 +26,7 @@ at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, in
     const scalar_t* in_p = in.const_data_ptr<scalar_t>();
     scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
     const double* om_p = om.const_data_ptr<double>();
-    const int64_t ws_size = cpu::cpu_workspace_size(g.C, g.H, g.W);
+    const int64_t ws_size = cpu::cpu_workspace_size<acc_t>(g.C, g.H, g.W);
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
       // NB: uninitialised: every value is written before it is read.
       const std::unique_ptr<acc_t[]> ws(new acc_t[ws_size]);

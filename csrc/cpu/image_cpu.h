@@ -16,6 +16,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <utility>
 #include <type_traits>
 
 #include "../kernels/augment.h"
@@ -117,6 +119,35 @@ DSA_INLINE void zero_row(T* out, int64_t os, int W) {
   for (int t = 0; t < W; ++t) out[t * os] = static_cast<T>(0);
 }
 
+// The element type a View or Plane stores.
+template <typename V>
+using dst_t = std::remove_const_t<std::remove_reference_t<decltype(*std::declval<V>().row(0, 0))>>;
+
+// dst = src for one image: one memcpy when both are dense [C, H, W] blocks of one type.
+template <typename Src, typename Dst>
+void copy_image(const Src& x, const Dst& dst, int C, int H, int W) {
+  const auto* in = x.row(0, 0);
+  auto* out = dst.row(0, 0);
+  const int64_t hw = int64_t(H) * W;
+  const bool dense = x.col_stride() == 1 && dst.col_stride() == 1 && (H == 1 || (x.row(0, 1) - in == W && dst.row(0, 1) - out == W)) &&
+                     (C == 1 || (x.row(1, 0) - in == hw && dst.row(1, 0) - out == hw));
+  if constexpr (std::is_same_v<dst_t<Src>, dst_t<Dst>>) {
+    if (dense) {
+      std::memcpy(out, in, sizeof(*out) * C * hw);
+      return;
+    }
+  }
+  using T = dst_t<Dst>;
+  const int64_t xs = x.col_stride(), ds = dst.col_stride();
+  for (int c = 0; c < C; ++c) {
+    for (int i = 0; i < H; ++i) {
+      const auto* r = x.row(c, i);
+      T* o = dst.row(c, i);
+      for (int j = 0; j < W; ++j) o[j * ds] = static_cast<T>(r[j * xs]);
+    }
+  }
+}
+
 // Sum of one image (all channels), in a fixed order: rows in order, four partial sums per row.
 template <typename acc_t, typename Src>
 acc_t image_sum(const Src& x, int C, int H, int W) {
@@ -127,14 +158,49 @@ acc_t image_sum(const Src& x, int C, int H, int W) {
       const auto* r = x.row(c, i);
       acc_t p[4] = {0, 0, 0, 0};
       int j = 0;
-      for (; j + 4 <= W; j += 4) {
-        for (int k = 0; k < 4; ++k) p[k] += static_cast<acc_t>(r[(j + k) * s]);
+      if (s == 1) {
+        for (; j + 4 <= W; j += 4) {
+          for (int k = 0; k < 4; ++k) p[k] += static_cast<acc_t>(r[j + k]);
+        }
+      } else {
+        for (; j + 4 <= W; j += 4) {
+          for (int k = 0; k < 4; ++k) p[k] += static_cast<acc_t>(r[(j + k) * s]);
+        }
       }
       for (; j < W; ++j) p[0] += static_cast<acc_t>(r[j * s]);
       total += (p[0] + p[1]) + (p[2] + p[3]);
     }
   }
   return total;
+}
+
+// dst = the crop/cutout/flip map m of src (no colour op), every channel.
+template <typename acc_t, typename Src, typename Dst>
+void map_image(const Src& x, const Dst& dst, const RowMap& m, int C) {
+  const int H = m.H, W = m.W;
+  const int64_t xs = x.col_stride(), ds = dst.col_stride();
+  if (m.drow == 0 && !m.flip && m.d == 0) {
+    // Only a cutout (or nothing): copy the image, then zero the box.
+    copy_image(x, dst, C, H, W);
+    for (int i = m.r0 < 0 ? 0 : m.r0; i < H && i < m.r1; ++i) {
+      for (int c = 0; c < C; ++c) {
+        auto* out = dst.row(c, i);
+        const auto* in = x.row(c, i);
+        for (int t = m.c0; t < m.c1; ++t) out[t * ds] = static_cast<dst_t<Dst>>(static_cast<acc_t>(in[t * xs]) * acc_t(0));
+      }
+    }
+    return;
+  }
+  for (int i = 0; i < H; ++i) {
+    const int a = m.src_row(i);
+    for (int c = 0; c < C; ++c) {
+      if (a < 0) {
+        zero_row(dst.row(c, i), ds, W);
+      } else {
+        emit_row<acc_t>(dst.row(c, i), ds, x.row(c, a), xs, m, m.cut_row(i));
+      }
+    }
+  }
 }
 
 // Pointwise forward (colour, crop, cutout, flip), row by row, into dst. buf: (C + 1) W acc_t.
@@ -150,6 +216,10 @@ void pointwise_rows(const Src& x, const Dst& dst, const ImageGeometry<acc_t>& g,
   }
   const ColorMap<acc_t> cm = ColorMap<acc_t>::of(g, o, mu);
   const int64_t xs = x.col_stride(), ds = dst.col_stride();
+  if (!colour) {
+    map_image<acc_t>(x, dst, m, C);
+    return;
+  }
   acc_t* mean = buf + C * W;
   for (int i = 0; i < H; ++i) {
     const int a = m.src_row(i);
@@ -158,14 +228,14 @@ void pointwise_rows(const Src& x, const Dst& dst, const ImageGeometry<acc_t>& g,
       continue;
     }
     const bool cut = m.cut_row(i);
-    if (!colour) {
-      for (int c = 0; c < C; ++c) emit_row<acc_t>(dst.row(c, i), ds, x.row(c, a), xs, m, cut);
-      continue;
-    }
     for (int c = 0; c < C; ++c) {
       const auto* r = x.row(c, a);
       acc_t* b = buf + c * W;
-      for (int j = 0; j < W; ++j) b[j] = static_cast<acc_t>(r[j * xs]) + cm.shift;
+      if (xs == 1) {
+        for (int j = 0; j < W; ++j) b[j] = static_cast<acc_t>(r[j]) + cm.shift;
+      } else {
+        for (int j = 0; j < W; ++j) b[j] = static_cast<acc_t>(r[j * xs]) + cm.shift;
+      }
     }
     if (cm.sat) {
       for (int j = 0; j < W; ++j) mean[j] = buf[j];
@@ -202,16 +272,7 @@ void pointwise_transpose_rows(const Grad& gw, const Dst& dx, const ImageGeometry
     }
   };
   if (!colour) {
-    for (int a = 0; a < H; ++a) {
-      const int p = m.src_row(a);
-      for (int c = 0; c < C; ++c) {
-        if (p < 0) {
-          zero_row(dx.row(c, a), ds, W);
-        } else {
-          emit_row<acc_t>(dx.row(c, a), ds, gw.row(c, p), gs, m, m.cut_row(a));
-        }
-      }
-    }
+    map_image<acc_t>(gw, dx, m, C);
     return;
   }
   acc_t G = 0;
@@ -241,23 +302,59 @@ void pointwise_transpose_rows(const Grad& gw, const Dst& dx, const ImageGeometry
     for (int c = 0; c < C; ++c) {
       dx_t* out = dx.row(c, a);
       const acc_t* b = buf + c * W;
-      for (int j = 0; j < W; ++j) out[j * ds] = static_cast<dx_t>(ct.apply(b[j], mean[j]));
+      if (ds == 1) {
+        for (int j = 0; j < W; ++j) out[j] = static_cast<dx_t>(ct.apply(b[j], mean[j]));
+      } else {
+        for (int j = 0; j < W; ++j) out[j * ds] = static_cast<dx_t>(ct.apply(b[j], mean[j]));
+      }
     }
   }
 }
 
-// Forward resampling in row-major order (resample_pixel per output pixel).
+// The taps of every output pixel of row i (a loop of its own, so it vectorises apart from the
+// memory-bound loops that use them).
+template <typename acc_t>
+DSA_INLINE void row_taps(const Affine<acc_t>& A, int i, Taps<acc_t>* taps) {
+  for (int j = 0; j < A.W; ++j) taps[j] = A.taps(i, j);
+}
+
+// Forward resampling in row-major order (the body of resample_pixel, with the row's taps ready).
 template <typename acc_t, typename Src, typename Dst>
-void resample_rows(const Src& src, const Dst& dst, const Affine<acc_t>& A, int C) {
-  for (int i = 0; i < A.H; ++i) {
-    for (int j = 0; j < A.W; ++j) resample_pixel(src, dst, A, C, i, j);
+void resample_rows(const Src& src, const Dst& dst, const Affine<acc_t>& A, int C, Taps<acc_t>* taps) {
+  const int H = A.H, W = A.W;
+  const auto si = src.step_i(), sj = src.step_j();
+  for (int i = 0; i < H; ++i) {
+    row_taps(A, i, taps);
+    for (int j = 0; j < W; ++j) {
+      const Taps<acc_t>& p = taps[j];
+      const bool x0in = p.col_in(0, W), x1in = p.col_in(1, W);
+      const bool y0in = p.row_in(0, H), y1in = p.row_in(1, H);
+      const acc_t w00 = p.weight(0, 0), w01 = p.weight(0, 1), w10 = p.weight(1, 0), w11 = p.weight(1, 1);
+      const auto o00 = src.pixel(p.y0, p.x0);
+      const auto out = dst.pixel(i, j);
+      if (x0in && x1in && y0in && y1in) {
+        for (int c = 0; c < C; ++c) {
+          dst.store(out, c, src.load(o00, c) * w00 + src.load(o00 + sj, c) * w01 + src.load(o00 + si, c) * w10 +
+                                src.load(o00 + si + sj, c) * w11);
+        }
+        continue;
+      }
+      for (int c = 0; c < C; ++c) {
+        acc_t v = 0;
+        if (y0in && x0in) v += src.load(o00, c) * w00;
+        if (y0in && x1in) v += src.load(o00 + sj, c) * w01;
+        if (y1in && x0in) v += src.load(o00 + si, c) * w10;
+        if (y1in && x1in) v += src.load(o00 + si + sj, c) * w11;
+        dst.store(out, c, v);
+      }
+    }
   }
 }
 
 // Transposed resampling as an ordered scatter into dst (an acc_t image, zeroed here): output pixel
 // (i, j), in row-major order, adds g(c, i, j) * weight to each of its taps inside the image.
 template <typename acc_t, typename Grad, typename Acc>
-void resample_transpose_scatter(const Grad& g, const Acc& dst, const Affine<acc_t>& A, int C) {
+void resample_transpose_scatter(const Grad& g, const Acc& dst, const Affine<acc_t>& A, int C, Taps<acc_t>* taps) {
   const int H = A.H, W = A.W;
   const int64_t ds = dst.col_stride();
   for (int c = 0; c < C; ++c) {
@@ -265,8 +362,9 @@ void resample_transpose_scatter(const Grad& g, const Acc& dst, const Affine<acc_
   }
   const auto si = dst.step_i(), sj = dst.step_j();
   for (int i = 0; i < H; ++i) {
+    row_taps(A, i, taps);
     for (int j = 0; j < W; ++j) {
-      const Taps<acc_t> p = A.taps(i, j);
+      const Taps<acc_t>& p = taps[j];
       const bool x0in = p.col_in(0, W), x1in = p.col_in(1, W);
       const bool y0in = p.row_in(0, H), y1in = p.row_in(1, H);
       if (!((x0in || x1in) && (y0in || y1in))) continue;
@@ -294,8 +392,17 @@ void resample_transpose_scatter(const Grad& g, const Acc& dst, const Affine<acc_
   }
 }
 
-// acc_t values of workspace one worker needs: two [C, H, W] planes, the base table, a row buffer.
-inline int64_t cpu_workspace_size(int64_t C, int64_t H, int64_t W) { return workspace_size(C, H, W) + (C + 1) * W; }
+// acc_t values of workspace one worker needs: two [C, H, W] planes and the base table
+// (workspace_size), a row buffer of (C + 1) W values, and one row of taps.
+template <typename acc_t>
+int64_t cpu_workspace_size(int64_t C, int64_t H, int64_t W) {
+  return workspace_size(C, H, W) + (C + 1) * W + (W * int64_t(sizeof(Taps<acc_t>)) + int64_t(sizeof(acc_t)) - 1) / int64_t(sizeof(acc_t));
+}
+
+template <typename acc_t>
+Taps<acc_t>* taps_buffer(acc_t* ws, const ImageGeometry<acc_t>& g) {
+  return reinterpret_cast<Taps<acc_t>*>(ws + workspace_size(g.C, g.H, g.W) + (g.C + 1) * g.W);
+}
 
 // y = fused forward of x for one image. ws: cpu_workspace_size(C, H, W) acc_t.
 template <typename acc_t, typename Src, typename Dst>
@@ -310,13 +417,14 @@ void forward_image(const Src& x, const Dst& y, const ImageGeometry<acc_t>& call,
   }
   const SerialExec ex;
   const acc_t* base = fill_base_table(ex, ws, g);
+  Taps<acc_t>* taps = taps_buffer(ws, g);
   const Plane<acc_t> w = plane(ws, g), z = plane(ws + g.C * g.hw(), g);
   auto geometric = [&](const auto& src) {
     if (scale && rotate) {
-      resample_rows(src, z, g.scale(o, base), g.C);
-      resample_rows(z, y, g.rotate(o, base), g.C);
+      resample_rows(src, z, g.scale(o, base), g.C, taps);
+      resample_rows(z, y, g.rotate(o, base), g.C, taps);
     } else {
-      resample_rows(src, y, scale ? g.scale(o, base) : g.rotate(o, base), g.C);
+      resample_rows(src, y, scale ? g.scale(o, base) : g.rotate(o, base), g.C, taps);
     }
   };
   if (pointwise) {
@@ -341,30 +449,31 @@ void backward_image(const Grad& dy, const Dst& dx, const ImageGeometry<acc_t>& c
   }
   const SerialExec ex;
   const acc_t* base = fill_base_table(ex, ws, g);
+  Taps<acc_t>* taps = taps_buffer(ws, g);
   const Plane<acc_t> p0 = plane(ws, g), p1 = plane(ws + g.C * g.hw(), g);
   using dx_t = std::remove_const_t<std::remove_reference_t<decltype(*dx.row(0, 0))>>;
   // Without pointwise ops the last scatter may write dx itself when dx holds acc_t.
   constexpr bool direct_ok = std::is_same_v<dx_t, acc_t>;
   const Affine<acc_t> first = rotate ? g.rotate(o, base) : g.scale(o, base);
   if (scale && rotate) {
-    resample_transpose_scatter(dy, p0, first, g.C);
+    resample_transpose_scatter(dy, p0, first, g.C, taps);
     if constexpr (direct_ok) {
       if (!pointwise) {
-        resample_transpose_scatter(p0, dx, g.scale(o, base), g.C);
+        resample_transpose_scatter(p0, dx, g.scale(o, base), g.C, taps);
         return;
       }
     }
-    resample_transpose_scatter(p0, p1, g.scale(o, base), g.C);
+    resample_transpose_scatter(p0, p1, g.scale(o, base), g.C, taps);
     pointwise_transpose_rows(p1, dx, g, o, rowbuf);
     return;
   }
   if constexpr (direct_ok) {
     if (!pointwise) {
-      resample_transpose_scatter(dy, dx, first, g.C);
+      resample_transpose_scatter(dy, dx, first, g.C, taps);
       return;
     }
   }
-  resample_transpose_scatter(dy, p0, first, g.C);
+  resample_transpose_scatter(dy, p0, first, g.C, taps);
   pointwise_transpose_rows(p0, dx, g, o, rowbuf);
 }
 

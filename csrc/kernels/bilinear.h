@@ -47,15 +47,19 @@ struct Plane {
   DSA_HOST_DEVICE DSA_INLINE int64_t col_stride() const { return 1; }
 };
 
-// floor() without a libm call on the host (baseline x86-64 has no rounding instruction); exact for
-// |v| < 2^62, far beyond any sample position.
+// floor() without a libm call on the host (baseline x86-64 has no rounding instruction) and
+// without a branch; the argument is clamped to +-2^30 first so that the conversion is a 32-bit one,
+// which vectorises: beyond that every position lies outside any image (C H W < 2^30), where the
+// clamped value selects the same (absent) taps.
 template <typename T>
 DSA_HOST_DEVICE DSA_INLINE T floor_fast(T v) {
 #ifdef __CUDA_ARCH__
   return ::floor(v);
 #else
-  const T t = static_cast<T>(static_cast<long long>(v));
-  return t > v ? t - T(1) : t;
+  constexpr T kLimit = T(1 << 30);
+  const T c = v < -kLimit ? -kLimit : (v > kLimit ? kLimit : v);
+  const T t = static_cast<T>(static_cast<int>(c));
+  return t - static_cast<T>(t > c);
 #endif
 }
 
