@@ -1,9 +1,13 @@
-// The fused DSA program for ONE image, forward and backward, written once for the CPU and CUDA.
+// The fused DSA program for ONE image, forward and backward, for a block of workers, and the
+// per-pixel formulas every executor shares (ColorMap, ColorTranspose, the index maps; the bilinear
+// taps in bilinear.h).
 //
 // An Exec runs the loops: worker ex.begin() of ex.stride() takes pixels begin, begin + stride, ...
 // (for_each_pixel), `ex.sync()` is a barrier, `ex.sum(v, scratch)` sums a value over workers in a
-// fixed order (deterministic) and hands the total to every worker. The CPU executor is one thread
-// per image; the CUDA executor is one thread block per image.
+// fixed order (deterministic) and hands the total to every worker. The CUDA executor runs it with
+// one thread block per image; csrc/tests/block_emulator_test.cpp runs it on CPU threads against
+// SerialExec. The CPU executor runs the row-wise program of cpu/image_cpu.h instead (the same
+// transform and formulas, loops shaped for one core that owns the image).
 //
 // Forward, for the ops present in `flags` (always in the order of omega.h):
 //   w = flip(cutout(crop(contrast(saturation(brightness(x))))))   pointwise, per pixel
