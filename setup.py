@@ -4,6 +4,7 @@
 - CUDA sources (csrc/cuda/*.cu) when torch is a CUDA build and nvcc is found (CUDA_HOME), or
   when DSA_FAST_FORCE_CUDA=1 (then a missing toolkit is an error).
 - DSA_FAST_NO_EXT=1: a pure-Python install (everything runs on the reference path).
+- DSA_FAST_PTXAS_VERBOSE=1: nvcc -Xptxas -v (each kernel's registers and spills in the build log).
 Install with `pip install --no-build-isolation .` so the extension builds against YOUR torch.
 """
 import glob
@@ -38,6 +39,8 @@ def _extensions():
         )
     cxx = ["-O3", "-g0"]
     nvcc = ["-O3"]
+    if _flag("DSA_FAST_PTXAS_VERBOSE"):
+        nvcc += ["-Xptxas", "-v"]  # registers, spills and shared memory per kernel, in the build log
     include_dirs = []
     if with_cuda:
         # The toolkit may lack headers that torch's CUDA headers include (cuBLAS, ...); the pip

@@ -13,6 +13,10 @@ then whether the targets hold:
   reference JSON (the floor rows are not DSA calls and are not targets).
 - CPU: fused >= 5x faster than the reference backend for the full 'M' chain at 256x3x32x32,
   forward and forward+backward separately.
+- CPU, each family in the default 'S' mode (rng='compat', every CPU shape measured), forward and
+  forward+backward: fused never slower than the reference, and >= 2x faster for color, crop, scale
+  and rotate; the family table also gives each time as a multiple of one ``x.clone()`` on the same
+  tensor (the floor:clone row of the same run).
 
 The official timings: --reference, else benchmarks/official_h200.json (see benchmarks/README.md).
 Exit status: 0; 2 when no benchmark row could be read;
@@ -39,9 +43,10 @@ DEVICE_M_FWD_MS = 0.05
 DEVICE_FWDBWD_OVER_FLOOR = 1.5
 COMPAT_MIN_SPEEDUP = 20.0
 CPU_M_MIN_SPEEDUP = 5.0
+CPU_FAMILY_MIN_SPEEDUP = {"color": 2.0, "crop": 2.0, "cutout": 1.0, "flip": 1.0, "scale": 2.0, "rotate": 2.0}
 
 ROW_ORDER = ["color", "crop", "cutout", "flip", "scale", "rotate", "full-S", "full-M",
-             "apply full-S", "apply full-M", "op full-M", "floor:mul", "floor:grid_sample"]
+             "apply full-S", "apply full-M", "op full-M", "floor:mul", "floor:clone", "floor:grid_sample"]
 SHAPE_ORDER = ["256x3x32x32", "10x3x32x32", "100x3x32x32", "500x3x32x32", "256x1x28x28"]
 
 
@@ -311,9 +316,50 @@ class Report:
                     ok = None if f is None or ref is None else ref.median_ms >= CPU_M_MIN_SPEEDUP * f.median_ms
                     measured = "—" if ok is None else f"{fx(ref.median_ms / f.median_ms)} ({fms(ref.median_ms)} → {fms(f.median_ms)} ms)"
                     lines.append([f"cpu: fused vs reference, {direction}", f"{main} full-M rng={rng}", measured, f"≥ {CPU_M_MIN_SPEEDUP:.0f}×", self._verdict(ok)])
+            lines += self._family_target_lines()
         if not lines:
             return []
         return ["## Targets", ""] + table(["target", "row", "measured", "limit", "verdict"], lines, "lllll") + [""]
+
+    def _family_pairs(self):
+        """(shape, family, direction, fused row, reference row, clone row) for every CPU family
+        measured with rng='compat' on both backends."""
+        shapes = sorted({r.shape_name for r in self.rows if r.device == "cpu"}, key=_shape_order)
+        for shape in shapes:
+            for family in CPU_FAMILY_MIN_SPEEDUP:
+                for direction in ("fwd", "fwdbwd"):
+                    f = self.get("cpu", shape, family, direction, "fused", "compat")
+                    ref = self.get("cpu", shape, family, direction, "reference", "compat")
+                    if f is None or ref is None:
+                        continue
+                    clone = self.get("cpu", shape, "floor:clone", direction, "torch", None)
+                    yield shape, family, direction, f, ref, clone
+
+    def _family_target_lines(self) -> List[List[str]]:
+        lines = []
+        for shape, family, direction, f, ref, _ in self._family_pairs():
+            need = CPU_FAMILY_MIN_SPEEDUP[family]
+            ok = ref.median_ms >= need * f.median_ms
+            lines.append([f"cpu: family vs reference, {direction}", f"{shape} {family} rng=compat",
+                          f"{fx(ref.median_ms / f.median_ms)} ({fms(ref.median_ms)} → {fms(f.median_ms)} ms)",
+                          f"≥ {need:g}×", self._verdict(ok)])
+        return lines
+
+    def families_vs_clone(self) -> List[str]:
+        """The CPU family table: fused and reference side by side, and each as a multiple of one
+        ``x.clone()`` of the same tensor measured in the same run."""
+        lines = []
+        for shape, family, direction, f, ref, clone in self._family_pairs():
+            def in_clones(r: Row) -> str:
+                return "—" if clone is None else f"{r.median_ms / clone.median_ms:.1f}"
+
+            lines.append([shape, family, direction, fms(f.median_ms), fms(ref.median_ms), fx(ref.median_ms / f.median_ms),
+                          "—" if clone is None else fms(clone.median_ms), in_clones(f), in_clones(ref)])
+        if not lines:
+            return []
+        head = ["shape", "family ('S', compat)", "dir", "fused ms", "reference ms", "fused × vs ref", "clone ms",
+                "fused in clones", "reference in clones"]
+        return ["## CPU families: fused vs reference, in units of one x.clone()", ""] + table(head, lines, "lll") + [""]
 
     def _compat_lines(self, brief: bool) -> List[List[str]]:
         if self.ref is None:
@@ -423,7 +469,8 @@ class Report:
 
     def markdown(self, brief: bool = False) -> str:
         self.failed_targets = 0
-        parts = self.header(brief) + ([] if brief else self.floors()) + self.targets(brief) + self.side_by_side(brief)
+        parts = self.header(brief) + ([] if brief else self.floors()) + self.targets(brief) + self.families_vs_clone()
+        parts += self.side_by_side(brief)
         if not brief:
             parts += self.all_rows()
         return "\n".join(parts).rstrip() + "\n"

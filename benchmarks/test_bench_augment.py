@@ -7,8 +7,9 @@ Rows (each at every shape of the grid, see conftest.py), forward (``fwd``) and f
   backend)`` for each family, the full strategy in 'S' mode and in 'M' mode; seeded with a new seed
   per call, as the official timings (benchmarks/official_h200.json) were taken;
   rng 'compat' and 'device'; backend 'fused' and 'reference'.
-- ``test_floor``: one elementwise kernel (``x.mul(1.0001)``; ``x.mul(c).sum().backward()``) and one
-  ``grid_sample`` with a ready grid, on the same tensor: what a single kernel costs here.
+- ``test_floor``: one elementwise kernel (``x.mul(1.0001)``; ``x.mul(c).sum().backward()``), one copy
+  (``x.clone()``, the unit of the CPU family table) and one ``grid_sample`` with a ready grid, on the
+  same tensor: what a single kernel costs here.
 - ``test_apply``: ``dsa_fast.apply(x, omega)`` with ω sampled once (the kernels without sampling).
 - ``test_raw_op``: ``torch.ops.dsa_fast.augment`` on a packed table (no Python around the kernel).
 
@@ -94,7 +95,7 @@ def test_diffaugment(bench, case, strategy, aug_mode, label, ref_key, rng, backe
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
-@pytest.mark.parametrize("floor", ["mul", "grid_sample"])
+@pytest.mark.parametrize("floor", ["mul", "clone", "grid_sample"])
 def test_floor(bench, case, floor, direction):
     x = case.input(requires_grad=direction == "fwdbwd")
     if floor == "mul":
@@ -102,6 +103,11 @@ def test_floor(bench, case, floor, direction):
 
         def forward():
             return x.mul(c)
+
+    elif floor == "clone":
+
+        def forward():
+            return x.clone()
 
     else:
         # A ready grid (a 10-degree rotation), as the official floor row: grid_sample alone.

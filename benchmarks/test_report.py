@@ -118,6 +118,29 @@ def test_cpu_target_and_no_official_for_cpu(tmp_path, reference):
     assert all(rep.official(r) is None for r in loaded)  # never compare a CPU row to the H200
 
 
+def test_cpu_family_targets_and_clone_units(tmp_path, reference):
+    s = (10, 3, 32, 32)
+    rows = [
+        _row("cpu", s, "floor:clone", "fwd", "torch", None, 0.5, kind="floor", ref_key="floor:clone"),
+        _row("cpu", s, "color", "fwd", "fused", "compat", 1.0, ref_key="color"),
+        _row("cpu", s, "color", "fwd", "reference", "compat", 3.0, ref_key="color"),  # 3x: pass
+        _row("cpu", s, "cutout", "fwd", "fused", "compat", 2.0, ref_key="cutout"),
+        _row("cpu", s, "cutout", "fwd", "reference", "compat", 1.0, ref_key="cutout"),  # slower: fail
+        _row("cpu", s, "scale", "fwd", "fused", "compat", 2.0, ref_key="scale"),
+        _row("cpu", s, "scale", "fwd", "reference", "compat", 3.0, ref_key="scale"),  # 1.5x < 2x: fail
+    ]
+    path = _write(tmp_path / "fam.json", rows)
+    loaded, runs, _ = report.load_runs([path])
+    rep = report.Report(loaded, runs, None, Path(reference), {})
+    md = rep.markdown()
+    assert "| cpu: family vs reference, fwd | 10x3x32x32 color rng=compat | 3.00× (3.00 → 1.00 ms) | ≥ 2× | PASS |" in md
+    assert "| cpu: family vs reference, fwd | 10x3x32x32 cutout rng=compat | 0.50× (1.00 → 2.00 ms) | ≥ 1× | FAIL |" in md
+    assert "| cpu: family vs reference, fwd | 10x3x32x32 scale rng=compat | 1.50× (3.00 → 2.00 ms) | ≥ 2× | FAIL |" in md
+    # fused 1.0 ms and reference 3.0 ms are 2 and 6 clones of 0.5 ms
+    assert "| 10x3x32x32 | color | fwd | 1.00 | 3.00 | 3.00× | 0.500 | 2.0 | 6.0 |" in md
+    assert rep.failed_targets == 2
+
+
 def test_cli_exit_codes(tmp_path, reference, capsys):
     path = _write(tmp_path / "run.json", _cuda_rows())
     out = tmp_path / "r.md"

@@ -1,27 +1,16 @@
-// CPU kernels: one image per task (at::parallel_for over the batch), each running the shared
-// per-image program of kernels/augment.h with a thread-local workspace.
+// CPU kernels: one image per task (at::parallel_for over the batch), each running the row-wise
+// per-image program of image_cpu.h with a workspace per task.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <vector>
+#include <memory>
 
 #include "../common/checks.h"
-#include "../kernels/augment.h"
+#include "image_cpu.h"
 
 namespace dsa_fast {
 namespace {
-
-// One worker per image: loops run sequentially, sums are the worker's own.
-struct CpuExec {
-  int begin() const { return 0; }
-  int stride() const { return 1; }
-  void sync() const {}
-  template <typename T>
-  T sum(T v, T*) const {
-    return v;
-  }
-};
 
 template <bool kBackward>
 at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, int64_t flags, bool align_corners) {
@@ -37,18 +26,18 @@ at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, in
     const scalar_t* in_p = in.const_data_ptr<scalar_t>();
     scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
     const double* om_p = om.const_data_ptr<double>();
-    const bool geometric = g.has(kScale) || g.has(kRotate);
+    const int64_t ws_size = cpu::cpu_workspace_size<acc_t>(g.C, g.H, g.W);
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> ws(geometric || kBackward ? workspace_size(g.C, g.H, g.W) : 0);
-      CpuExec ex;
+      // NB: uninitialised: every value is written before it is read.
+      const std::unique_ptr<acc_t[]> ws(new acc_t[ws_size]);
       for (int64_t n = begin; n < end; ++n) {
         const Omega<acc_t> o = Omega<acc_t>::load(om_p + (B == 1 ? 0 : n) * kOmegaWidth);
         const View<const scalar_t, acc_t> src{in_p + n * in.stride(0), in.stride(1), in.stride(2), in.stride(3)};
         const View<scalar_t, acc_t> dst{out_p + n * out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
         if constexpr (kBackward) {
-          augment_backward_image(ex, src, dst, g, o, ws.data(), static_cast<acc_t*>(nullptr));
+          cpu::backward_image(src, dst, g, o, ws.get());
         } else {
-          augment_image(ex, src, dst, g, o, ws.data(), static_cast<acc_t*>(nullptr));
+          cpu::forward_image(src, dst, g, o, ws.get());
         }
       }
     });

@@ -5,13 +5,16 @@
 // reproducible. Included by augment_cuda_fwd.cu and augment_cuda_bwd.cu, one direction each, so
 // that the two compile in parallel.
 #include <ATen/OpMathType.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <algorithm>
+#include <mutex>
+#include <vector>
 
 #include "../common/checks.h"
+#include "../common/launch_plan.h"
 #include "../kernels/augment.h"
 
 namespace dsa_fast {
@@ -85,6 +88,44 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The limits plan_launch needs, read once per device.
+inline DeviceLimits device_limits(int device) {
+  static std::mutex mutex;
+  static std::vector<DeviceLimits> cache;
+  static std::vector<bool> known;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (device >= static_cast<int>(cache.size())) {
+    cache.resize(device + 1);
+    known.resize(device + 1, false);
+  }
+  if (!known[device]) {
+    int smem_optin = 0, sms = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    cache[device] = DeviceLimits{smem_optin, sms};
+    known[device] = true;
+  }
+  return cache[device];
+}
+
+// One type per kernel instantiation (the forward and backward kernels share a signature).
+template <typename scalar_t, bool kBackward>
+struct KernelKey {};
+
+// Raises a kernel's dynamic shared memory limit to smem bytes on this device, calling
+// cudaFuncSetAttribute only when a larger size than any set before is needed (once per kernel
+// instantiation and size in practice). KernelTag: a KernelKey.
+template <typename KernelTag>
+void allow_dynamic_smem(const void* kernel, int device, int64_t smem) {
+  static std::mutex mutex;
+  static std::vector<int64_t> allowed;  // per device: the largest size set so far
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (device >= static_cast<int>(allowed.size())) allowed.resize(device + 1, kDefaultSmemBytes);
+  if (smem <= allowed[device]) return;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  allowed[device] = smem;
+}
+
 template <bool kBackward>
 at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, int64_t flags, bool align_corners) {
   check_augment_args(op, in, omega, flags);
@@ -97,28 +138,21 @@ at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, in
     const int64_t N = in.size(0), B = om.size(0);
     const ImageGeometry<acc_t> g{static_cast<int>(in.size(1)), static_cast<int>(in.size(2)),
                                  static_cast<int>(in.size(3)), flags, align_corners};
-    const size_t ws_bytes = static_cast<size_t>(workspace_size(g.C, g.H, g.W)) * sizeof(acc_t);
-    const size_t scratch_bytes = kThreads * sizeof(acc_t);
-    int device = in.get_device(), smem_optin = 0, sms = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    const bool shared_ws = scratch_bytes + ws_bytes <= static_cast<size_t>(smem_optin);
-    const size_t smem = scratch_bytes + (shared_ws ? ws_bytes : 0);
-    // NB: with a global workspace each resident block owns one slice, so the grid is capped.
-    const int64_t grid = std::min<int64_t>(N, shared_ws ? 65535 : 4 * static_cast<int64_t>(sms));
-    at::Tensor global_ws;
-    if (!shared_ws) {
-      global_ws = at::empty({grid, static_cast<int64_t>(ws_bytes / sizeof(acc_t))},
-                            in.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    }
+    const int device = in.get_device();
+    const LaunchPlan plan = plan_launch(N, g.C, g.H, g.W, sizeof(acc_t), kThreads, device_limits(device));
+    // NB: straight from the caching allocator, not at::empty: the workspace is written before it is
+    // read, so the NaN fill of deterministic mode would be wasted work.
+    at::DataPtr global_ws;
+    if (!plan.shared_workspace) global_ws = c10::cuda::CUDACachingAllocator::get()->allocate(plan.global_bytes);
     auto kernel = augment_kernel<scalar_t, acc_t, kBackward>;
-    if (smem > 48 * 1024) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    if (plan.needs_optin) {
+      allow_dynamic_smem<KernelKey<scalar_t, kBackward>>(reinterpret_cast<const void*>(kernel), device,
+                                                        plan.smem_bytes);
     }
-    kernel<<<static_cast<unsigned>(grid), kThreads, smem, c10::cuda::getCurrentCUDAStream()>>>(
+    kernel<<<static_cast<unsigned>(plan.grid), kThreads, plan.smem_bytes, c10::cuda::getCurrentCUDAStream()>>>(
         in.const_data_ptr<scalar_t>(), in.stride(0), in.stride(1), in.stride(2), in.stride(3),
         out.mutable_data_ptr<scalar_t>(), out.stride(0), out.stride(1), out.stride(2), out.stride(3),
-        om.const_data_ptr<double>(), N, B, g, shared_ws ? nullptr : global_ws.mutable_data_ptr<acc_t>());
+        om.const_data_ptr<double>(), N, B, g, plan.shared_workspace ? nullptr : static_cast<acc_t*>(global_ws.get()));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

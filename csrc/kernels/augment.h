@@ -1,9 +1,13 @@
-// The fused DSA program for ONE image, forward and backward, written once for the CPU and CUDA.
+// The fused DSA program for ONE image, forward and backward, for a block of workers, and the
+// per-pixel formulas every executor shares (ColorMap, ColorTranspose, the index maps; the bilinear
+// taps in bilinear.h).
 //
 // An Exec runs the loops: worker ex.begin() of ex.stride() takes pixels begin, begin + stride, ...
 // (for_each_pixel), `ex.sync()` is a barrier, `ex.sum(v, scratch)` sums a value over workers in a
-// fixed order (deterministic) and hands the total to every worker. The CPU executor is one thread
-// per image; the CUDA executor is one thread block per image.
+// fixed order (deterministic) and hands the total to every worker. The CUDA executor runs it with
+// one thread block per image; csrc/tests/block_emulator_test.cpp runs it on CPU threads against
+// SerialExec. The CPU executor runs the row-wise program of cpu/image_cpu.h instead (the same
+// transform and formulas, loops shaped for one core that owns the image).
 //
 // Forward, for the ops present in `flags` (always in the order of omega.h):
 //   w = flip(cutout(crop(contrast(saturation(brightness(x))))))   pointwise, per pixel
@@ -51,6 +55,44 @@ struct ImageGeometry {
   }
 };
 
+// The colour ops at one pixel: v = x + shift (brightness) of one channel, m = the mean of
+// x + shift over the channels (saturation), mu = the contrast mean (of the brightened image).
+template <typename acc_t>
+struct ColorMap {
+  bool sat, con;
+  acc_t shift, f, k, mu;
+
+  DSA_HOST_DEVICE static ColorMap of(const ImageGeometry<acc_t>& g, const Omega<acc_t>& o, acc_t mu) {
+    return ColorMap{g.has(kSaturation), g.has(kContrast), g.has(kBrightness) ? o.shift : acc_t(0), o.sat, o.con, mu};
+  }
+  DSA_HOST_DEVICE DSA_INLINE acc_t apply(acc_t v, acc_t m) const {
+    if (sat) v = (v - m) * f + m;
+    if (con) v = (v - mu) * k + mu;
+    return v;
+  }
+};
+
+// The transposed colour ops at one pixel: dx_c = f k g_c + (1 - f) k mean_c(g) + (1 - k) G, with the
+// constants folded once (G: the image mean of g, mc: the channel mean at the pixel).
+template <typename acc_t>
+struct ColorTranspose {
+  bool sat, con;
+  acc_t a_g, a_m, a_G;
+
+  DSA_HOST_DEVICE static ColorTranspose of(const ImageGeometry<acc_t>& g, const Omega<acc_t>& o, acc_t G) {
+    const bool sat = g.has(kSaturation), con = g.has(kContrast);
+    const acc_t f = sat ? o.sat : acc_t(1);
+    const acc_t kc = con ? o.con : acc_t(1);
+    return ColorTranspose{sat, con, f * kc, (acc_t(1) - f) * kc, (acc_t(1) - kc) * G};
+  }
+  DSA_HOST_DEVICE DSA_INLINE acc_t apply(acc_t v, acc_t mc) const {
+    v = v * a_g;
+    if (sat) v += a_m * mc;
+    if (con) v += a_G;
+    return v;
+  }
+};
+
 // Pointwise part of the forward at pixel (p, q) of w, every channel. mu: the contrast mean.
 template <typename acc_t, typename Src, typename Dst>
 DSA_HOST_DEVICE DSA_INLINE void pointwise_pixel(const Src& x, const Dst& dst, const ImageGeometry<acc_t>& g,
@@ -65,21 +107,17 @@ DSA_HOST_DEVICE DSA_INLINE void pointwise_pixel(const Src& x, const Dst& dst, co
     for (int c = 0; c < C; ++c) dst.store(out, c, acc_t(0));
     return;
   }
-  // NB: locals, not reads through o and g: stores to dst could alias them as far as the
+  // NB: a local copy, not reads through o and g: stores to dst could alias them as far as the
   // compiler knows, which would force a reload per channel.
-  const bool sat = g.has(kSaturation), con = g.has(kContrast);
-  const acc_t shift = g.has(kBrightness) ? o.shift : acc_t(0);
-  const acc_t f = o.sat, k = o.con;
+  const ColorMap<acc_t> cm = ColorMap<acc_t>::of(g, o, mu);
   const auto in = x.pixel(a, b);
   acc_t m = 0;
-  if (sat) {
-    for (int c = 0; c < C; ++c) m += x.load(in, c) + shift;
+  if (cm.sat) {
+    for (int c = 0; c < C; ++c) m += x.load(in, c) + cm.shift;
     m /= acc_t(C);
   }
   for (int c = 0; c < C; ++c) {
-    acc_t v = x.load(in, c) + shift;
-    if (sat) v = (v - m) * f + m;
-    if (con) v = (v - mu) * k + mu;
+    acc_t v = cm.apply(x.load(in, c) + cm.shift, m);
     // NB: cutout multiplies by 0 as the reference does, so NaN/Inf inside the box stay NaN.
     if (cut) v = v * acc_t(0);
     dst.store(out, c, v);
@@ -114,6 +152,17 @@ template <typename acc_t>
 DSA_HOST_DEVICE DSA_INLINE Plane<acc_t> plane(acc_t* ws, const ImageGeometry<acc_t>& g) {
   return Plane<acc_t>{ws, g.hw(), g.W};
 }
+
+// The trivial Exec: one worker runs every loop; sums are its own.
+struct SerialExec {
+  DSA_HOST_DEVICE int begin() const { return 0; }
+  DSA_HOST_DEVICE int stride() const { return 1; }
+  DSA_HOST_DEVICE void sync() const {}
+  template <typename T>
+  DSA_HOST_DEVICE T sum(T v, T*) const {
+    return v;
+  }
+};
 
 // Calls f(i, j) for this worker's pixels (k = i W + j = begin, begin + stride, ...), stepping
 // (i, j) without a division per pixel.
@@ -202,29 +251,20 @@ DSA_HOST_DEVICE void color_backward_image(const Exec& ex, const Grad& gw, const 
     const auto pix = col.pixel(a, b);
     for (int c = 0; c < g.C; ++c) part += col.load(pix, c);
   });
-  const bool sat = g.has(kSaturation), con = g.has(kContrast);
-  const acc_t f = sat ? o.sat : acc_t(1);
-  const acc_t kc = con ? o.con : acc_t(1);
   const int C = g.C;
   acc_t G = 0;
-  if (con) G = ex.sum(part, scratch) / acc_t(C * g.hw());
-  // dx_c = f k g_c + (1 - f) k mean_c(g) + (1 - k) G, with the constants folded once.
-  const acc_t a_g = f * kc, a_m = (acc_t(1) - f) * kc, a_G = (acc_t(1) - kc) * G;
+  if (g.has(kContrast)) G = ex.sum(part, scratch) / acc_t(C * g.hw());
+  const ColorTranspose<acc_t> ct = ColorTranspose<acc_t>::of(g, o, G);
   // Each worker reads back only the pixels it wrote above: no barrier needed.
   for_each_pixel(ex, g.H, g.W, [&](int a, int b) {
     const auto pix = col.pixel(a, b);
     const auto out = dx.pixel(a, b);
     acc_t mc = 0;
-    if (sat) {
+    if (ct.sat) {
       for (int c = 0; c < C; ++c) mc += col.load(pix, c);
       mc /= acc_t(C);
     }
-    for (int c = 0; c < C; ++c) {
-      acc_t v = col.load(pix, c) * a_g;
-      if (sat) v += a_m * mc;
-      if (con) v += a_G;
-      dx.store(out, c, v);
-    }
+    for (int c = 0; c < C; ++c) dx.store(out, c, ct.apply(col.load(pix, c), mc));
   });
 }
 

@@ -1,6 +1,7 @@
-// Bilinear resampling with zero fill at an affine grid: the only copy of this math, used by the
-// CPU and the CUDA kernels, forward (gather) and backward (the transposed map, also a gather, so
-// that it is deterministic without atomics).
+// Bilinear resampling with zero fill at an affine grid: the only copy of this math (sample
+// positions, taps, weights), used by the CPU and the CUDA kernels. Forward: a gather. Backward, the
+// transposed map: on CUDA also a gather (resample_transpose_pixel), deterministic without atomics;
+// on the CPU an ordered scatter with the same weights in the same order (cpu/image_cpu.h).
 //
 // Conventions are torch's affine_grid + grid_sample (mode='bilinear', padding_mode='zeros'):
 // output pixel (i, j) (row, column) has normalised base coordinates (xn(j), yn(i)); theta maps
@@ -28,6 +29,9 @@ struct View {
   DSA_HOST_DEVICE DSA_INLINE int64_t step_j() const { return sw; }
   DSA_HOST_DEVICE DSA_INLINE acc_t load(int64_t pix, int c) const { return static_cast<acc_t>(data[pix + c * sc]); }
   DSA_HOST_DEVICE DSA_INLINE void store(int64_t pix, int c, acc_t v) const { data[pix + c * sc] = static_cast<T>(v); }
+  // Row access for row-wise loops: element (c, i, j) is row(c, i)[j * col_stride()].
+  DSA_HOST_DEVICE DSA_INLINE T* row(int c, int i) const { return data + c * sc + i * sh; }
+  DSA_HOST_DEVICE DSA_INLINE int64_t col_stride() const { return sw; }
 };
 
 // A workspace image: [C, H, W] contiguous acc_t, with 32-bit offsets.
@@ -40,17 +44,23 @@ struct Plane {
   DSA_HOST_DEVICE DSA_INLINE int step_j() const { return 1; }
   DSA_HOST_DEVICE DSA_INLINE acc_t load(int pix, int c) const { return data[pix + c * hw]; }
   DSA_HOST_DEVICE DSA_INLINE void store(int pix, int c, acc_t v) const { data[pix + c * hw] = v; }
+  DSA_HOST_DEVICE DSA_INLINE acc_t* row(int c, int i) const { return data + c * hw + i * w; }
+  DSA_HOST_DEVICE DSA_INLINE int64_t col_stride() const { return 1; }
 };
 
-// floor() without a libm call on the host (baseline x86-64 has no rounding instruction); exact for
-// |v| < 2^62, far beyond any sample position.
+// floor() without a libm call on the host (baseline x86-64 has no rounding instruction) and
+// without a branch; the argument is clamped to +-2^30 first so that the conversion is a 32-bit one,
+// which vectorises: beyond that every position lies outside any image (C H W < 2^30), where the
+// clamped value selects the same (absent) taps.
 template <typename T>
 DSA_HOST_DEVICE DSA_INLINE T floor_fast(T v) {
 #ifdef __CUDA_ARCH__
   return ::floor(v);
 #else
-  const T t = static_cast<T>(static_cast<long long>(v));
-  return t > v ? t - T(1) : t;
+  constexpr T kLimit = T(1 << 30);
+  const T c = v < -kLimit ? -kLimit : (v > kLimit ? kLimit : v);
+  const T t = static_cast<T>(static_cast<int>(c));
+  return t - static_cast<T>(t > c);
 #endif
 }
 
@@ -72,6 +82,10 @@ struct Taps {
     t.wy0 = acc_t(1) - t.wy1;
     return t;
   }
+  // Weight of the tap at row y0 + dy, column x0 + dx (dy, dx in {0, 1}).
+  DSA_HOST_DEVICE DSA_INLINE acc_t weight(int dy, int dx) const { return (dx ? wx1 : wx0) * (dy ? wy1 : wy0); }
+  DSA_HOST_DEVICE DSA_INLINE bool col_in(int dx, int W) const { return x0 + dx >= 0 && x0 + dx < W; }
+  DSA_HOST_DEVICE DSA_INLINE bool row_in(int dy, int H) const { return y0 + dy >= 0 && y0 + dy < H; }
 };
 
 // Normalised base coordinates of every column and row (affine_grid's base grid), computed once
@@ -111,9 +125,9 @@ DSA_HOST_DEVICE DSA_INLINE void resample_pixel(const Src& src, const Dst& dst, c
                                                int C, int i, int j) {
   const Taps<acc_t> p = A.taps(i, j);
   const int H = A.H, W = A.W;
-  const bool x0in = p.x0 >= 0 && p.x0 < W, x1in = p.x0 + 1 >= 0 && p.x0 + 1 < W;
-  const bool y0in = p.y0 >= 0 && p.y0 < H, y1in = p.y0 + 1 >= 0 && p.y0 + 1 < H;
-  const acc_t w00 = p.wx0 * p.wy0, w01 = p.wx1 * p.wy0, w10 = p.wx0 * p.wy1, w11 = p.wx1 * p.wy1;
+  const bool x0in = p.col_in(0, W), x1in = p.col_in(1, W);
+  const bool y0in = p.row_in(0, H), y1in = p.row_in(1, H);
+  const acc_t w00 = p.weight(0, 0), w01 = p.weight(0, 1), w10 = p.weight(1, 0), w11 = p.weight(1, 1);
   const auto o00 = src.pixel(p.y0, p.x0);
   const auto o01 = o00 + src.step_j(), o10 = o00 + src.step_i(), o11 = o10 + src.step_j();
   const auto out = dst.pixel(i, j);
@@ -234,10 +248,14 @@ DSA_HOST_DEVICE DSA_INLINE void resample_transpose_pixel(const Grad& g, const Ds
       const acc_t fy = floor_fast(Y);
       const int y0 = static_cast<int>(fy);
       if (y0 != r && y0 + 1 != r) continue;
-      const acc_t wx1 = X - fx, wy1 = Y - fy;
-      const acc_t wx = x0 == s ? acc_t(1) - wx1 : wx1;
-      const acc_t wy = y0 == r ? acc_t(1) - wy1 : wy1;
-      const acc_t w = wx * wy;
+      Taps<acc_t> t;
+      t.x0 = x0;
+      t.y0 = y0;
+      t.wx1 = X - fx;
+      t.wx0 = acc_t(1) - t.wx1;
+      t.wy1 = Y - fy;
+      t.wy0 = acc_t(1) - t.wy1;
+      const acc_t w = t.weight(y0 == r ? 0 : 1, x0 == s ? 0 : 1);
       const auto in = g.pixel(i, j);
       for (int c = 0; c < C; ++c) dst.store(out, c, dst.load(out, c) + g.load(in, c) * w);
     }

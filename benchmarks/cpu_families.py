@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Each DSA family on the CPU, fused vs reference, side by side, interleaved round by round:
+
+    python benchmarks/cpu_families.py [--shapes 256x3x32x32,10x3x32x32] [--threads 1] [--rounds 15]
+
+For every shape and family ('S' mode, rng='compat', a new seed per call, as test_bench_augment.py's
+``test_diffaugment`` rows), forward and forward + ``sum().backward()``: the median wall time of one
+``DiffAugment`` call with backend 'fused' and 'reference', the speed-up, each as a multiple of one
+``x.clone()`` of the same tensor, and the median CPU time (steadier on a loaded machine). Every round
+runs every row once, in turn, so load hits fused and reference alike. Targets: fused never slower
+than the reference; >= 2x for color, crop, scale and rotate (verdicts on wall time).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+
+import torch
+
+from dsa_fast import DiffAugment, ParamDiffAug
+
+FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")
+MIN_SPEEDUP = {"color": 2.0, "crop": 2.0, "cutout": 1.0, "flip": 1.0, "scale": 2.0, "rotate": 2.0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shapes", default="256x3x32x32,10x3x32x32")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=15)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} interleaved rounds, median; "
+          "'S' mode, rng='compat', seeded (a new seed per call)\n")
+    print("| shape | family | dir | fused ms | reference ms | fused × vs ref | target | verdict | clone ms | "
+          "fused in clones | reference in clones | fused CPU ms | reference CPU ms |")
+    print("|:---|:---|:---|---:|---:|---:|---:|:---|---:|---:|---:|---:|---:|")
+    seeds = itertools.count(1)
+    for shape_name in args.shapes.split(","):
+        shape = tuple(int(v) for v in shape_name.split("x"))
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+        xg = x.clone().requires_grad_(True)
+
+        def clone_fwdbwd():
+            xg.grad = None
+            xg.clone().sum().backward()
+
+        rows = {("clone", "fwd"): lambda: x.clone(), ("clone", "fwdbwd"): clone_fwdbwd}
+        for fam in FAMILIES:
+            for backend in ("fused", "reference"):
+                param = ParamDiffAug(aug_mode="S")
+
+                def fwd(fam=fam, backend=backend, param=param):
+                    return DiffAugment(x, fam, seed=next(seeds), param=param, backend=backend)
+
+                def fwdbwd(fam=fam, backend=backend, param=param):
+                    xg.grad = None
+                    DiffAugment(xg, fam, seed=next(seeds), param=param, backend=backend).sum().backward()
+
+                rows[(fam, backend, "fwd")] = fwd
+                rows[(fam, backend, "fwdbwd")] = fwdbwd
+        wall = {k: [] for k in rows}
+        cpu = {k: [] for k in rows}
+        for fn in rows.values():
+            fn()
+        for _ in range(args.rounds):
+            for k, fn in rows.items():
+                c, s = time.process_time(), time.perf_counter()
+                fn()
+                wall[k].append(time.perf_counter() - s)
+                cpu[k].append(time.process_time() - c)
+        w = {k: statistics.median(v) * 1e3 for k, v in wall.items()}
+        p = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
+        for fam in FAMILIES:
+            for d in ("fwd", "fwdbwd"):
+                f, r, c = w[(fam, "fused", d)], w[(fam, "reference", d)], w[("clone", d)]
+                s = r / f
+                need = MIN_SPEEDUP[fam]
+                print(f"| {shape_name} | {fam} | {d} | {f:.3f} | {r:.3f} | {s:.2f}× | ≥ {need:g}× | "
+                      f"{'PASS' if s >= need else 'FAIL'} | {c:.4f} | {f / c:.1f} | {r / c:.1f} | "
+                      f"{p[(fam, 'fused', d)]:.3f} | {p[(fam, 'reference', d)]:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
