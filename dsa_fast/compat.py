@@ -9,7 +9,6 @@ which applies the formulas and the transform in one op call.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Dict, List, Optional, Tuple
 
@@ -18,6 +17,7 @@ from torch import Tensor
 
 from .ops_table import SPEC, TOKENS
 from .params import ParamDiffAug, Step, crop_max_shift, cutout_box, cutout_params
+from ._host_cache import host_cache
 
 
 class CompatDraws:
@@ -164,7 +164,7 @@ PLAN_PER_SAMPLE, PLAN_CUT_H, PLAN_CUT_W, PLAN_SIZE = 0, 1, 2, 3
 SETTINGS = ("scale_mul", "scale_add", "ratio_rotate", "pi", "prob_flip", "brightness", "saturation", "contrast")
 
 
-@functools.lru_cache(maxsize=1024)
+@host_cache(1024)
 def _plan(ops: Tuple[str, ...], settings: Tuple[float, ...], h: int, w: int, per_sample: bool):
     """(flags, plan ints, settings floats) for ops in canonical order, or None."""
     bits = [SPEC[op].bit for op in ops]

@@ -10,7 +10,6 @@ families sharing an op) return None here and take the sampled path (``sample_par
 """
 from __future__ import annotations
 
-import functools
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -19,6 +18,7 @@ from torch import Tensor
 from . import device_rng
 from .ops_table import ACTIVE_COLUMN, FLAGS, OMEGA_WIDTH, OP_SPECS, SPEC, TOKENS
 from .params import ParamDiffAug, crop_max_shift, cutout_box
+from ._host_cache import host_cache
 
 # csrc/kernels/rng.h, PlanSlot / KeySource / SettingSlot (a test checks they agree).
 PLAN_FAMILIES, PLAN_PER_SAMPLE, PLAN_KEY_SOURCE, PLAN_SEED, PLAN_CHOICE_DRAW = 0, 1, 2, 3, 4
@@ -33,7 +33,7 @@ _SETTING_FIELDS = ("prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad",
                    "brightness", "saturation", "contrast")
 
 
-@functools.lru_cache(maxsize=1024)
+@host_cache(1024)
 def _plan(tokens: Tuple[str, ...], aug_mode: str, settings: Tuple[float, ...], h: int, w: int, per_sample: bool):
     """(flags, plan ints with the key slots blank, settings floats), or None when one call cannot
     apply the strategy. Draw indices follow device_rng.sample_device: 'S' draws the family first."""

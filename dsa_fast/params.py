@@ -22,7 +22,6 @@ rotate         angle                       float32    affine ``[[cos, -sin, 0], 
 """
 from __future__ import annotations
 
-import functools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .ops_table import OPS, PARAM_KEYS, TOKENS  # noqa: F401  (re-exported: the public names)
+from ._host_cache import host_cache
 
 NO_AUGMENT = ("", "none", "None")
 AUG_MODES = ("S", "M")
@@ -148,7 +148,7 @@ def parse_strategy(strategy: str) -> Tuple[str, ...]:
     return _parse_strategy(strategy)
 
 
-@functools.lru_cache(maxsize=256)
+@host_cache(256)
 def _parse_strategy(strategy: str) -> Tuple[str, ...]:
     tokens = tuple(strategy.split("_"))
     for tok in tokens:
