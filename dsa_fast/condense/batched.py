@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from .. import DiffAugment, ParamDiffAug
-from .matching import gradient_distance, match_loss
+from .matching import augment_seed, gradient_distance, match_loss
 from .networks import ConvNet
 
 # Modules whose forward treats every sample of the batch independently and keeps no state between
@@ -112,8 +112,8 @@ def match_loss_batched(
     real_aug: List[Tensor] = []
     syn_aug: List[Tensor] = []
     for real, syn, seed in zip(real_batches, syn_batches, seeds):
-        real_aug.append(DiffAugment(real, strategy, seed=int(seed), param=param))
-        syn_aug.append(DiffAugment(syn, strategy, seed=int(seed), param=param))
+        real_aug.append(DiffAugment(real, strategy, seed=augment_seed(seed), param=param))
+        syn_aug.append(DiffAugment(syn, strategy, seed=augment_seed(seed), param=param))
     device = syn_aug[0].device
     # [K] labels made on the device by fill kernels: no host-to-device copy, no sync.
     y = torch.stack([torch.full((), int(c), dtype=torch.long, device=device) for c in labels])

@@ -30,7 +30,7 @@ import torch
 from .. import ParamDiffAug
 from .checkpoint import CheckpointError, atomic_write_bytes
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
-from .config import (DATASETS, DIS_METRICS, INITS, METHODS, PUBLISHED_STRATEGY, CondenseConfig, check_device, default_device,
+from .config import (COMPILE, DATASETS, DIS_METRICS, INITS, METHODS, PUBLISHED_STRATEGY, RNGS, CondenseConfig, check_device, default_device,
                      default_out, load_config, main_job_config, resolve)
 from .data import INFO, DatasetError, load_tensors
 from .evaluate import evaluate_set, mean_std, random_real_subset
@@ -66,11 +66,16 @@ _HELP: Dict[str, str] = {
                  "batch norm trains one by one) or one after another",
     "device": "torch device: cpu, cuda, cuda:<n>, or mps where there is one",
     "seed": "seed of every random stream of the run",
+    "rng": "how the iteration draws its augmentations: compat (the official per-class draws, made on the host) "
+           "or device (keys on the device, drawn inside the augmentation op; no host value per step)",
+    "compile": "run the outer step and the inner epoch under torch.compile (CUDA: with CUDA graphs; needs "
+               "--rng device, gradient matching, no batch norm)",
     "out": "output folder",
     "checkpoint_every": "write a checkpoint every this many iterations",
     "log_every": "loss/ETA line (or progress bar update) every this many iterations",
 }
-_CHOICES = {"method": METHODS, "dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS, "eval_mode": EVAL_MODES}
+_CHOICES = {"method": METHODS, "dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS, "eval_mode": EVAL_MODES,
+            "rng": RNGS, "compile": COMPILE}
 _TYPES = {"ipc": int, "outer_loop": int, "inner_loop": int, "iterations": int, "lr_img": float, "lr_net": float,
           "batch_real": int, "batch_train": int, "eval_every": int, "eval_models": int, "eval_epochs": int,
           "seed": int, "checkpoint_every": int, "log_every": int}
@@ -85,6 +90,7 @@ _DERIVED = {
     "inner_loop": "the published value for --ipc 1/10/20/30/40/50",
     "strategy": "the published one for the dataset (dm: color_crop_cutout_flip_scale_rotate)",
     "device": "cuda if available, else cpu",
+    "rng": "device on CUDA, compat on the CPU",
     "out": "runs/<dataset>-ipc<ipc>-seed<seed>, made unique",
 }
 
@@ -128,7 +134,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         p.add_argument(flag, metavar=None if f.name in _CHOICES else f.name.upper(), **kw)
     p.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
                    help="continue the run in RUN_DIR from its last checkpoint, or from iteration 0 if it has none "
-                        "yet (settings come from RUN_DIR/config.json; only --device and --progress may be given "
+                        "yet (settings come from RUN_DIR/config.json; only --device, --compile and --progress may be given "
                         "with it)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm progress bar (default: when stderr is a terminal; else plain log lines)")
@@ -189,6 +195,10 @@ def interrupted_line(prog: str, signum: int, e: RunInterrupted) -> str:
             f"{os.path.join(e.out, CHECKPOINT_NAME)}; resume with: {resume}")
 
 
+# Settings --resume may change: they do not change what the run computes (config.RUN_IDENTITY).
+_RESUME_FLAGS = ("device", "compile")
+
+
 def _resume_config(resume_dir: str, given: Dict[str, Any]) -> CondenseConfig:
     config_path = os.path.join(resume_dir, CONFIG)
     if not os.path.isdir(resume_dir):
@@ -201,8 +211,9 @@ def _resume_config(resume_dir: str, given: Dict[str, Any]) -> CondenseConfig:
         raise RunDirError(f"cannot resume: {config_path} does not exist (not a dsa_fast.condense run folder); "
                           f"start a new run with --out {resume_dir}")
     cfg = load_config(config_path).replace(out=resume_dir)
-    if "device" in given:
-        cfg = cfg.replace(device=given["device"])
+    for name in _RESUME_FLAGS:
+        if name in given:
+            cfg = cfg.replace(**{name: given[name]})
     return cfg
 
 
@@ -216,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     progress = given.pop("progress")
     resume_dir = given.pop("resume", None)
     if resume_dir is not None:
-        extra = sorted(set(given) - {"device"})
+        extra = sorted(set(given) - set(_RESUME_FLAGS))
         if extra:
             parser.error(f"--resume takes the settings from {os.path.join(resume_dir, CONFIG)}; drop "
                          + ", ".join("--" + k.replace("_", "-") for k in extra))

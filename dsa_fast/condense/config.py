@@ -18,6 +18,8 @@ DATASETS: Tuple[str, ...] = ("MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR1
 INITS: Tuple[str, ...] = ("noise", "real")
 DIS_METRICS: Tuple[str, ...] = ("ours", "mse", "cos")
 METHODS: Tuple[str, ...] = ("dsa", "dc", "dm")
+RNGS: Tuple[str, ...] = ("compat", "device")  # dsa_fast.params.RNG_MODES
+COMPILE: Tuple[str, ...] = ("off", "on")  # steps.COMPILE_MODES
 
 # Published defaults that differ by method (main.py --method DSA/DC; main_DM.py), applied where the
 # setting is None.
@@ -49,13 +51,15 @@ PUBLISHED_STRATEGY: Dict[str, str] = {
 }
 
 # Settings that change what a run computes. A checkpoint is only resumed under the same values.
-# (device, out, checkpoint_every, log_every and eval_mode do not change the mathematics; eval_mode
-# changes the evaluation's float summation order only.)
+# (device, out, checkpoint_every, log_every, eval_mode and compile do not change the mathematics;
+# eval_mode and compile change the float summation order only.)
 RUN_IDENTITY: Tuple[str, ...] = (
     "method", "dataset", "data_path", "ipc", "outer_loop", "inner_loop", "iterations", "init", "strategy",
     "dis_metric", "lr_img", "lr_net", "batch_real", "batch_train", "model", "eval_every",
-    "eval_models", "eval_epochs", "seed",
+    "eval_models", "eval_epochs", "seed", "rng",
 )
+# What a setting added later meant for runs saved before it existed (config.json, checkpoints).
+SAVED_BEFORE: Dict[str, Any] = {"rng": "compat"}
 
 
 @dataclass
@@ -65,7 +69,8 @@ class CondenseConfig:
     ``None`` means "derived": ``iterations`` and ``lr_img`` from ``method`` (``METHOD_DEFAULTS``),
     ``outer_loop``/``inner_loop`` from ``ipc`` (published table; gradient matching only),
     ``strategy`` from ``dataset`` (DM: ``DM_STRATEGY``), ``device`` is 'cuda' when available else
-    'cpu', ``out`` is ``runs/<dataset>[-<method>]-ipc<ipc>-seed<seed>``. ``data_path=None`` (the default) selects the small MNIST subset
+    'cpu', ``rng`` (how the matching draws its augmentations) is 'device' on CUDA and 'compat' (the
+    official per-class draws) elsewhere, ``out`` is ``runs/<dataset>[-<method>]-ipc<ipc>-seed<seed>``. ``data_path=None`` (the default) selects the small MNIST subset
     shipped in ``dsa_fast/assets`` (MNIST only); any other data is read only from an explicit
     ``data_path``, never from a folder that happens to exist.
     """
@@ -91,6 +96,8 @@ class CondenseConfig:
     eval_mode: str = "auto"  # evaluation networks trained together ('ensemble') or one by one
     device: Optional[str] = None
     seed: int = 0
+    rng: Optional[str] = None  # the iteration's DiffAugment draws: 'compat' (official) or 'device'
+    compile: str = "off"  # 'on': the outer step and the inner epoch under torch.compile (steps.py)
     out: Optional[str] = None
     checkpoint_every: int = 10
     log_every: int = 10
@@ -267,9 +274,21 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
         raise ValueError(f"dsa_fast.condense: unknown eval_mode {c.eval_mode!r}; expected one of {MODES}")
     device = default_device() if c.device is None else c.device
     check_device(device)
+    # NB: on the CPU the official draws cost no device round trip, and keep the published bits.
+    rng = ("device" if device.startswith("cuda") else "compat") if c.rng is None else c.rng
+    if rng not in RNGS:
+        raise ValueError(f"dsa_fast.condense: unknown rng {rng!r}; expected one of {RNGS}")
+    if c.compile not in COMPILE:
+        raise ValueError(f"dsa_fast.condense: unknown compile setting {c.compile!r}; expected one of {COMPILE}")
+    if c.compile == "on":
+        if c.method == "dm":
+            raise ValueError("dsa_fast.condense: --compile on applies to gradient matching (dsa, dc), not to dm")
+        if rng != "device" and strategy not in ("", "none", "None"):
+            raise ValueError("dsa_fast.condense: --compile on needs --rng device (rng='compat' draws on the host)")
     # An absolute data path keeps `--resume` working from another working directory.
     data_path = None if c.data_path is None else os.path.abspath(c.data_path)
-    resolved = c.replace(outer_loop=outer, inner_loop=inner, strategy=strategy, device=device, data_path=data_path)
+    resolved = c.replace(outer_loop=outer, inner_loop=inner, strategy=strategy, device=device, data_path=data_path,
+                         rng=rng)
     if resolved.out is None:
         resolved = resolved.replace(out=default_out(resolved))
     return resolved
@@ -289,4 +308,6 @@ def load_config(path: str) -> CondenseConfig:
     with open(path, encoding="utf-8") as f:
         d = json.load(f)
     d.pop("meta", None)
+    for k, v in SAVED_BEFORE.items():
+        d.setdefault(k, v)
     return CondenseConfig.from_dict(d)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .. import DiffAugment, ParamDiffAug, apply, sample_params
 from ..params import NO_AUGMENT
+from .matching import augment_seed
 from .networks import MLP, VGG11, AlexNet, BasicBlock, ConvNet, LeNet, ResNet18, has_batchnorm
 
 # Leaves whose forward treats every sample of a batch on its own in train mode and keeps no state.
@@ -81,8 +82,8 @@ def dm_loss_per_class(
     _check(real_batches, syn_batches, seeds)
     total: Optional[Tensor] = None
     for real, syn, seed in zip(real_batches, syn_batches, seeds):
-        real_aug = DiffAugment(real, strategy, seed=int(seed), param=param)
-        syn_aug = DiffAugment(syn, strategy, seed=int(seed), param=param)
+        real_aug = DiffAugment(real, strategy, seed=augment_seed(seed), param=param)
+        syn_aug = DiffAugment(syn, strategy, seed=augment_seed(seed), param=param)
         d = ((_embed(net, real_aug).detach().mean(0) - _embed(net, syn_aug).mean(0)) ** 2).sum()
         total = d if total is None else total + d
     assert total is not None
@@ -122,7 +123,7 @@ def dm_loss(
         for real, syn, seed in zip(real_batches, syn_batches, seeds):
             # NB: a seeded draw does not depend on the batch size: one ω serves both batches, as
             # two DiffAugment calls with the same seed would.
-            omega = sample_params(strategy, syn, seed=int(seed), param=param)
+            omega = sample_params(strategy, syn, seed=augment_seed(seed), param=param)
             real_aug.append(apply(real, omega))
             syn_aug.append(apply(syn, omega))
     with torch.no_grad():

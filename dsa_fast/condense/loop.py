@@ -38,17 +38,18 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from .. import ParamDiffAug, __version__
+from .. import ParamDiffAug, __version__, device_rng
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, config_mismatch, load_checkpoint, \
     rng_state, save_checkpoint, set_rng_state
-from .config import CondenseConfig, resolve, save_config
+from .config import SAVED_BEFORE, CondenseConfig, resolve, save_config
 from .data import load_tensors
 from .evaluate import evaluate_set, mean_std, random_real_subset
 from .methods import get_method
 from .outputs import CONFIG, METRICS, SUMMARY, SYNTHETIC, SYNTHETIC_PNG, append_jsonl, read_json, read_jsonl, save_png, \
     save_synthetic, write_json, write_jsonl
 from .progress import Progress, plural
-from .rng import STREAM_CONTROL, STREAM_INIT, STREAM_SAMPLE, derive_seed, generator
+from .rng import STREAM_AUGMENT, STREAM_CONTROL, STREAM_INIT, STREAM_SAMPLE, derive_seed, generator
+from .steps import KEY_MASK
 
 logger = logging.getLogger("dsa_fast.condense")
 
@@ -136,7 +137,13 @@ class _Run:
         if min(counts) == 0:
             raise ValueError(f"dsa_fast.condense: classes {[c for c, n in enumerate(counts) if n == 0]} have no "
                              f"training images")
-        self.param = ParamDiffAug()
+        self.param = ParamDiffAug()  # the evaluation's: official draws from its seeded generators
+        self.match_param = ParamDiffAug(rng=config.rng)  # the iteration's
+        # rng='device': the per-class keys (steps.class_keys) from this base and the global outer-step
+        # counter, which lives on the device and goes into the checkpoint.
+        self.key_base = derive_seed(config.seed, STREAM_AUGMENT)
+        self.key_step = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.steps = None  # steps.MatchingSteps, built by the method at its first iteration
         self.method = get_method(config.method)
         self.control = generator("cpu", derive_seed(config.seed, STREAM_CONTROL))
         self.sampler = generator(self.device, derive_seed(config.seed, STREAM_SAMPLE))
@@ -188,6 +195,7 @@ class _Run:
             "label_syn": self.label_syn.clone(),
             "opt_img": copy.deepcopy(self.opt_img.state_dict()),  # the momentum buffer changes in place
             "rng": rng_state({"control": self.control, "sampler": self.sampler}),
+            "key_step": self.key_step.clone(),
             "metrics": list(self.metrics),
             "eval_loss": self.eval_loss.clone(), "eval_count": self.eval_count,
             "log_loss": self.log_loss.clone(), "log_count": self.log_count,
@@ -197,7 +205,7 @@ class _Run:
 
     def restore(self, path: str) -> None:
         state = load_checkpoint(path)
-        diff = config_mismatch(state["identity"], self.cfg.identity())
+        diff = config_mismatch({**SAVED_BEFORE, **state["identity"]}, self.cfg.identity())
         if diff:
             raise CheckpointError(f"{path} belongs to a different run configuration ({diff}); refusing to resume")
         if tuple(state["image_syn"].shape) != tuple(self.image_syn.shape):
@@ -207,6 +215,8 @@ class _Run:
             self.image_syn.copy_(state["image_syn"].to(self.device))
         self.opt_img.load_state_dict(state["opt_img"])
         set_rng_state(state["rng"], {"control": self.control, "sampler": self.sampler})
+        if "key_step" in state:
+            self.key_step.copy_(state["key_step"])
         self.iteration = int(state["iteration"])
         self.metrics = list(state["metrics"])
         self.eval_loss, self.eval_count = state["eval_loss"].to(self.device), int(state["eval_count"])
@@ -226,7 +236,10 @@ class _Run:
         # NB: network initialisation and the per-sample augmentation of the inner loop use torch's
         # global generators; seeding them from the control stream makes each iteration a function
         # of the checkpointed state.
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.control)))
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.control))
+        torch.manual_seed(seed)
+        if self.match_param.rng == "device":  # the inner loop's per-sample keys (device_rng.counter)
+            device_rng.counter(self.device).fill_(seed & KEY_MASK)
         loss = self.method.iteration(self)
         self.eval_loss += loss
         self.log_loss += loss
@@ -339,9 +352,23 @@ def condense(
     device = torch.device(cfg.device)
     fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
-    # The run seeds torch's global generators as it goes; the caller gets theirs back afterwards.
-    with torch.random.fork_rng(devices=fork_devices):
+    # The run seeds torch's global generators (and rng='device': the device's counter of unseeded
+    # draws) as it goes; the caller gets theirs back afterwards.
+    with torch.random.fork_rng(devices=fork_devices), _counter_kept(device, cfg.rng == "device"):
         return _condense(cfg, resume, progress, on_iteration, md5s)
+
+
+@contextlib.contextmanager
+def _counter_kept(device: torch.device, used: bool):
+    if not used:
+        yield
+        return
+    counter = device_rng.counter(device)
+    kept = counter.clone()
+    try:
+        yield
+    finally:
+        counter.copy_(kept)
 
 
 def data_description(cfg: CondenseConfig) -> str:

@@ -58,6 +58,12 @@ def gradient_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric:
     raise ValueError(f"dsa_fast.condense: unknown distance {metric!r}; expected 'ours', 'mse' or 'cos'")
 
 
+def augment_seed(seed):
+    """A class's DiffAugment seed as DiffAugment takes it: an int (rng='compat' or 'device'), or a
+    one-element integer tensor on the images' device (rng='device': the key stays on the device)."""
+    return seed if isinstance(seed, Tensor) else int(seed)
+
+
 def class_gradients(net: nn.Module, params: List[Tensor], x: Tensor, label: int, create_graph: bool) -> List[Tensor]:
     """∇θ of the mean cross-entropy of net(x) against the single class ``label``."""
     target = torch.full((x.shape[0],), label, dtype=torch.long, device=x.device)
@@ -78,7 +84,8 @@ def match_loss(
     """Σ_c D(∇θ CE(net(aug(syn_c)), c), ∇θ CE(net(aug(real_c)), c)) as a 0-d tensor.
 
     real_batches[k] and syn_batches[k] are [n, C, H, W] images of class labels[k]; seeds[k] is the
-    DiffAugment seed both are augmented with (one transform for the pair). The result carries the
+    DiffAugment seed both are augmented with (one transform for the pair): an int, or with
+    ``param.rng == 'device'`` a one-element integer tensor on the images' device. The result carries the
     graph to the synthetic images (and the net's parameters); real gradients are constants.
     """
     if not (len(real_batches) == len(syn_batches) == len(labels) == len(seeds)):
@@ -86,8 +93,8 @@ def match_loss(
     params = [p for p in net.parameters() if p.requires_grad]
     total: Optional[Tensor] = None
     for real, syn, label, seed in zip(real_batches, syn_batches, labels, seeds):
-        real_aug = DiffAugment(real, strategy, seed=int(seed), param=param)
-        syn_aug = DiffAugment(syn, strategy, seed=int(seed), param=param)
+        real_aug = DiffAugment(real, strategy, seed=augment_seed(seed), param=param)
+        syn_aug = DiffAugment(syn, strategy, seed=augment_seed(seed), param=param)
         g_real = [g.detach() for g in class_gradients(net, params, real_aug, int(label), create_graph=False)]
         g_syn = class_gradients(net, params, syn_aug, int(label), create_graph=True)
         d = gradient_distance(g_syn, g_real, metric)

@@ -20,12 +20,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Dict, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .batched import match_loss_auto
 from .dm import dm_loss
-from .evaluate import train_epoch
 from .networks import get_network, has_batchnorm, set_batchnorm_statistics
+from .steps import MatchingSteps, class_keys
 
 if TYPE_CHECKING:  # the run state; loop.py imports this module
     from .loop import _Run
@@ -45,31 +44,45 @@ class GradientMatching:
     def __init__(self, augment: bool):
         self.augment = augment
 
+    def steps(self, run: "_Run", net: nn.Module) -> MatchingSteps:
+        """The run's ``MatchingSteps``: built around the first iteration's network (so building it
+        draws nothing more), then that network is re-initialised from each fresh one."""
+        if run.steps is None:
+            cfg = run.cfg
+            run.steps = MatchingSteps(
+                net, run.image_syn, run.opt_img, num_classes=run.num_classes, ipc=cfg.ipc,
+                strategy=cfg.strategy if self.augment else "none", param=run.match_param, metric=cfg.dis_metric,
+                lr_net=cfg.lr_net, batch_train=cfg.batch_train, key_base=run.key_base,
+                batched=run.device.type == "cuda", compile=cfg.compile)
+        else:
+            run.steps.reset(net)
+        return run.steps
+
     def iteration(self, run: "_Run") -> Tensor:
-        cfg, k, ipc = run.cfg, run.num_classes, run.cfg.ipc
-        strategy = cfg.strategy if self.augment else "none"
-        net = get_network(cfg.model, run.info.channel, k, run.info.im_size, device=run.device)
-        net.train()
-        opt_net = torch.optim.SGD(net.parameters(), lr=cfg.lr_net)
-        uses_bn = has_batchnorm(net)
+        cfg, k = run.cfg, run.num_classes
+        fresh = get_network(cfg.model, run.info.channel, k, run.info.im_size, device=run.device)
+        fresh.train()
+        steps = self.steps(run, fresh)
+        uses_bn = has_batchnorm(steps.net)
+        on_device = run.match_param.rng == "device"
         scale = 1.0 / (k * cfg.outer_loop)
         total = torch.zeros((), device=run.device)
         for ol in range(cfg.outer_loop):
             if uses_bn:
-                set_batchnorm_statistics(net, torch.cat([run.sample_real(c, BN_IMAGES_PER_CLASS) for c in range(k)]))
+                set_batchnorm_statistics(steps.net, torch.cat([run.sample_real(c, BN_IMAGES_PER_CLASS)
+                                                               for c in range(k)]))
             reals = [run.sample_real(c, cfg.batch_real) for c in range(k)]
-            syns = [run.image_syn[c * ipc:(c + 1) * ipc] for c in range(k)]
-            seeds = torch.randint(0, DSA_SEED_RANGE, (k,), generator=run.control).tolist()
-            loss = match_loss_auto(net, reals, syns, list(range(k)), seeds, strategy, run.param, cfg.dis_metric)
-            run.opt_img.zero_grad(set_to_none=True)
-            loss.backward(inputs=[run.image_syn])
-            run.opt_img.step()
-            total += loss.detach() * scale
+            if on_device:  # keys from the device counter: no host value
+                loss = steps.outer_step(reals, run.key_step)
+                run.key_step.add_(1)
+            else:
+                loss = steps.outer_step(reals, torch.randint(0, DSA_SEED_RANGE, (k,), generator=run.control).tolist())
+            total += loss * scale
             if ol == cfg.outer_loop - 1:
                 break
             syn_train = run.image_syn.detach().clone()
             for _ in range(cfg.inner_loop):
-                train_epoch(net, syn_train, run.label_syn, opt_net, cfg.batch_train, strategy, run.param)
+                steps.inner_epoch(syn_train, run.label_syn)
         return total
 
 
@@ -84,8 +97,13 @@ class DistributionMatching:
             p.requires_grad_(False)
         reals = [run.sample_real(c, cfg.batch_real) for c in range(k)]
         syns = [run.image_syn[c * ipc:(c + 1) * ipc] for c in range(k)]
-        seeds = torch.randint(0, DSA_SEED_RANGE, (k,), generator=run.control).tolist()
-        loss = dm_loss(net, reals, syns, seeds, cfg.strategy, run.param)
+        if run.match_param.rng == "device":
+            keys = class_keys(run.key_base, run.key_step, k)
+            seeds = [keys[c] for c in range(k)]
+            run.key_step.add_(1)
+        else:
+            seeds = torch.randint(0, DSA_SEED_RANGE, (k,), generator=run.control).tolist()
+        loss = dm_loss(net, reals, syns, seeds, cfg.strategy, run.match_param)
         run.opt_img.zero_grad(set_to_none=True)
         loss.backward(inputs=[run.image_syn])
         run.opt_img.step()

@@ -12,11 +12,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-STREAM_CONTROL = 0  # per-iteration network seeds and per-class DiffAugment seeds (CPU generator)
+STREAM_CONTROL = 0  # per-iteration network seeds and (rng='compat') per-class DiffAugment seeds (CPU generator)
 STREAM_SAMPLE = 1  # real-batch sampling (generator on the data device)
 STREAM_INIT = 2  # initial synthetic set
 STREAM_EVAL = 3  # evaluation model k: network init, shuffling, per-sample augmentation
 STREAM_BASELINE = 4  # choice of the random real images of the baseline
+STREAM_AUGMENT = 5  # rng='device': the base of the per-class DiffAugment keys (steps.class_keys)
 
 
 def derive_seed(seed: int, *tags: int) -> int:
