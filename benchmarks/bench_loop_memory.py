@@ -1,12 +1,19 @@
-"""Peak CPU memory of one matching step: the batched class matching against the per-class loop.
+"""Peak memory of one matching step: the loop's step against the per-class loop (and the batched
+class matching).
 
-One step = the matching loss over 10 classes (CIFAR10 shapes 3x32x32), its backward to the
-synthetic images and the SGD step on them, on the CPU. Peak = the largest running sum of the
-tensor allocations and frees the torch profiler records (``profile_memory=True``) during the step,
-above what was allocated before it (to the granularity of one op: an op's own net allocation
-counts at its start).
+One step = the matching loss over 10 classes (CIFAR10 shapes 3x32x32), its gradient to the
+synthetic images and the SGD step on them. Rows:
+- ``per-class loop``: the official structure, ``matching.match_loss`` + ``backward`` + torch.optim;
+- ``batched``: ``batched.match_loss_batched`` (vmapped over classes) + ``backward`` + torch.optim;
+- ``loop step``: ``steps.MatchingSteps.outer_step`` as the run takes it on the device (rng='device';
+  per-class matching on the CPU, batched on CUDA), eager; with ``--compile``, also compiled
+  (``loop step, compiled``; measured after its compilation).
+Peak on the CPU: the largest running sum of the tensor allocations and frees the torch profiler
+records (``profile_memory=True``) during the step, above what was allocated before it (to the
+granularity of one op: an op's own net allocation counts at its start). On CUDA:
+``torch.cuda.max_memory_allocated`` during the step above what was allocated before it.
 
-    PYTHONPATH=. python benchmarks/bench_loop_memory.py --width 128 --real 256
+    PYTHONPATH=. python benchmarks/bench_loop_memory.py --width 128 --real 256 [--device cuda --compile]
 
 A measurement script, not a test.
 """
@@ -21,12 +28,20 @@ from dsa_fast import ParamDiffAug
 from dsa_fast.condense.batched import match_loss_batched
 from dsa_fast.condense.matching import match_loss
 from dsa_fast.condense.networks import ConvNet
+from dsa_fast.condense.steps import MatchingSteps
 
 CLASSES = 10
 STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
 
-def peak_bytes(fn) -> int:
+def peak_bytes(fn, device: torch.device) -> int:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     # Each op's own net allocation (children excluded) and the frees recorded outside any op, in
@@ -44,31 +59,46 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--real", type=int, default=256)
     ap.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--compile", action="store_true", help="also the compiled loop step")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}; ConvNet width {args.width}, {args.real} real images per class")
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}; {device}; ConvNet width {args.width}, {args.real} real images per class")
+    names = ["per-class loop", "batched", "loop step"] + (["loop step, compiled"] if args.compile else [])
     for ipc in args.ipc:
         g = torch.Generator().manual_seed(0)
-        reals = [torch.randn(args.real, 3, 32, 32, generator=g) for _ in range(CLASSES)]
+        reals = [torch.randn(args.real, 3, 32, 32, generator=g).to(device) for _ in range(CLASSES)]
         torch.manual_seed(0)
-        net = ConvNet(3, CLASSES, (32, 32), width=args.width)
+        net = ConvNet(3, CLASSES, (32, 32), width=args.width).to(device)
         row = {}
-        for name, loss_fn in (("per-class loop", match_loss), ("batched", match_loss_batched)):
-            syn = torch.randn(CLASSES * ipc, 3, 32, 32, generator=g).requires_grad_(True)
+        for name in names:
+            syn = torch.randn(CLASSES * ipc, 3, 32, 32, generator=g).to(device).requires_grad_(True)
             opt = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
+            if name.startswith("loop step"):
+                steps = MatchingSteps(net, syn, opt, num_classes=CLASSES, ipc=ipc, strategy=STRATEGY,
+                                      param=ParamDiffAug(rng="device"), metric="ours", lr_net=0.01, batch_train=256,
+                                      batched=device.type == "cuda", compile="on" if "compiled" in name else "off")
+                key = torch.zeros((), dtype=torch.int64, device=device)
 
-            def step():
-                syns = [syn[c * ipc:(c + 1) * ipc] for c in range(CLASSES)]
-                loss = loss_fn(net, reals, syns, list(range(CLASSES)), list(range(CLASSES)), STRATEGY,
-                               ParamDiffAug(), "ours")
-                opt.zero_grad(set_to_none=True)
-                loss.backward(inputs=[syn])
-                opt.step()
+                def step():
+                    steps.outer_step(reals, key)
+            else:
+                loss_fn = match_loss if name == "per-class loop" else match_loss_batched
 
-            step()  # warm-up: the optimiser's state exists before the measured step
-            row[name] = peak_bytes(step)
-        ratio = row["batched"] / row["per-class loop"]
-        print(f"ipc {ipc:3d}: peak MiB per-class loop {row['per-class loop'] / 2**20:8.1f}  "
-              f"batched {row['batched'] / 2**20:8.1f}  (batched / loop {ratio:.2f})", flush=True)
+                def step():
+                    syns = [syn[c * ipc:(c + 1) * ipc] for c in range(CLASSES)]
+                    loss = loss_fn(net, reals, syns, list(range(CLASSES)), list(range(CLASSES)), STRATEGY,
+                                   ParamDiffAug(), "ours")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward(inputs=[syn])
+                    opt.step()
+
+            for _ in range(3 if "compiled" in name else 1):  # warm-up: optimiser state, compilation, graphs
+                step()
+            row[name] = peak_bytes(step, device)
+        base = row["per-class loop"]
+        print(f"ipc {ipc:3d}: peak MiB " + "  ".join(f"{n} {row[n] / 2**20:8.1f} ({row[n] / base:.2f}x)"
+                                                    for n in names), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 # The GPU check, one command on a machine with an NVIDIA GPU, torch (CUDA build) for its python3,
 # pytest + pytest-benchmark, and nvcc; no network needed. Everything it uses is in the repository:
 # it builds the extension in place, checks the CUDA kernels (and stops when they are missing), runs
-# every CUDA test once, times the CUDA benchmarks and prints the report against the official H200
-# timings (benchmarks/official_h200.json). Files under ${OUT:-benchmarks/out}:
+# every CUDA test once, times the CUDA benchmarks and the condensation loop's iterations, and prints
+# the report against the official H200 timings (benchmarks/official_h200.json). Files under
+# ${OUT:-benchmarks/out}:
 #   gpu_check.log    every stage's output, in order, with a status line per stage
 #   bench-main.json  pytest-benchmark JSON, shape 256x3x32x32 (the targets' shape)
 #   bench-rest.json  pytest-benchmark JSON, the other four shapes
+#   loop-time.md     seconds and peak memory per loop iteration at ipc 1/10/50 (--compile off, on)
 #   report.md        the full markdown report (benchmarks/report.py)
 #   report-brief.md  the short report, also printed last
 # Time: each stage has its own budget (see --dry-run), 450 s in all, so the whole script stays
@@ -17,10 +19,12 @@
 # A missed performance target is reported in the table, not counted as a failure.
 set -uo pipefail
 
-STAGES="env build check tests-cuda bench-main bench-rest report"
+STAGES="env build check tests-cuda bench-main bench-rest loop-time report"
 # Seconds per stage; they sum to the default budget. The build is the cold CUDA build for the
-# visible GPU's architecture (1-2 minutes on 16 cores).
-declare -A CAP=([env]=20 [build]=140 [check]=30 [tests-cuda]=150 [bench-main]=40 [bench-rest]=60 [report]=10)
+# visible GPU's architecture (1-2 minutes on 16 cores). loop-time runs its settings in order
+# (--compile off at ipc 1, 10, 50, then on) and skips those that would start after its budget.
+declare -A CAP=([env]=10 [build]=140 [check]=25 [tests-cuda]=150 [bench-main]=40 [bench-rest]=35 [loop-time]=40
+  [report]=10)
 CRITICAL=" env build check "
 
 usage() {
@@ -130,6 +134,7 @@ describe() {  # what a stage runs, for the plan and the log
     tests-cuda) echo "$PY -m pytest -q tests -m needs_cuda (every CUDA test once; data tests: ${DSA_FAST_DATA:-skipped, no --data})" ;;
     bench-main) echo "pytest benchmarks/test_bench_augment.py on ${DSA_GPU_CHECK_BENCH_DEVICES:-cuda}, 256x3x32x32 -> bench-main.json" ;;
     bench-rest) echo "pytest benchmarks/test_bench_augment.py on ${DSA_GPU_CHECK_BENCH_DEVICES:-cuda}, the other four shapes -> bench-rest.json" ;;
+    loop-time) echo "$PY benchmarks/bench_loop_iteration.py --device ${DSA_GPU_CHECK_BENCH_DEVICES:-cuda} --ipc 1 10 50 (s and peak memory per iteration) -> loop-time.md" ;;
     report) echo "$PY benchmarks/report.py --reference ${REFERENCE#"$ROOT"/} -> report.md, report-brief.md" ;;
   esac
 }
@@ -286,6 +291,14 @@ stage_bench_rest() {
   run_bench "$OUT_DIR/bench-rest.json" 10x3x32x32,100x3x32x32,500x3x32x32,256x1x28x28 $BENCH_REST_ARGS
 }
 
+stage_loop_time() {
+  # Settings that would start after two thirds of the stage's time are skipped (printed as not
+  # run), so the rows that finished are kept in loop-time.md.
+  "$PY" benchmarks/bench_loop_iteration.py --device "${DSA_GPU_CHECK_BENCH_DEVICES:-cuda}" --ipc 1 10 50 \
+    --warmup 1 --iterations 2 --budget $((STAGE_SECONDS * 2 / 3)) | tee "$OUT_DIR/loop-time.md"
+  return "${PIPESTATUS[0]}"
+}
+
 stage_report() {
   local jsons=()
   for f in "$OUT_DIR/bench-main.json" "$OUT_DIR/bench-rest.json"; do
@@ -302,7 +315,8 @@ stage_report() {
   return $rc
 }
 
-export -f stage_env stage_build stage_check stage_tests_cuda run_bench stage_bench_main stage_bench_rest stage_report
+export -f stage_env stage_build stage_check stage_tests_cuda run_bench stage_bench_main stage_bench_rest stage_loop_time \
+  stage_report
 
 # ---------------------------------------------------------------------------------------------
 # The runner
@@ -340,7 +354,7 @@ run_stage() {
   before=$(wc -l <"$LOG")
   t0=$(date +%s)
   # SIGINT first: pytest then ends its run and pytest-benchmark still writes the JSON.
-  timeout -s INT -k 15 "$t" bash -c "stage_${name//-/_}" >>"$LOG" 2>&1
+  STAGE_SECONDS=$t timeout -s INT -k 15 "$t" bash -c "stage_${name//-/_}" >>"$LOG" 2>&1
   rc=$?
   dt=$(($(date +%s) - t0))
   if [ $rc -eq 0 ]; then

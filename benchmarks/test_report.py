@@ -199,7 +199,7 @@ def test_gpu_check_plan_and_time_budgets(tmp_path):
     assert run.returncode == 0, run.stderr
     rows = [line.split() for line in run.stdout.splitlines() if line.startswith("  ")]
     stages = [r[0] for r in rows]
-    assert stages == ["env", "build", "check", "tests-cuda", "bench-main", "bench-rest", "report"]
+    assert stages == ["env", "build", "check", "tests-cuda", "bench-main", "bench-rest", "loop-time", "report"]
     budgets = [int(r[1].rstrip("s")) for r in rows]
     assert sum(budgets) <= 450  # the whole script under 8 minutes with margin
     # The CUDA tests run once, in one stage, from the repository (no material from outside it).

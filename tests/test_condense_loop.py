@@ -103,10 +103,11 @@ def _interrupt_at(k):
     return hook
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path):
-    full = condense(tiny(tmp_path / "full"), progress=False)
+@pytest.mark.parametrize("rng", ["compat", "device"])
+def test_resume_matches_an_uninterrupted_run(tmp_path, rng):
+    full = condense(tiny(tmp_path / "full", rng=rng), progress=False)
 
-    cfg = tiny(tmp_path / "cut")
+    cfg = tiny(tmp_path / "cut", rng=rng)
     with pytest.raises(Interrupt):  # killed after iteration 5; the last checkpoint is at 4
         condense(cfg, progress=False, on_iteration=_interrupt_at(5))
     assert load_checkpoint(str(tmp_path / "cut" / "checkpoint.pt"))["iteration"] == 4

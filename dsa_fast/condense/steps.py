@@ -2,7 +2,8 @@
 
 ``MatchingSteps.outer_step``: every class's real and synthetic batch augmented (one seed per class
 for the pair), the network gradients, the distance, the gradient w.r.t. the synthetic images and
-the image update (SGD with momentum, the run's ``opt_img`` state). ``MatchingSteps.inner_epoch``:
+the image update (SGD with momentum, the run's ``opt_img`` state); the callable returns the new
+images and momentum buffer and ``outer_step`` copies them over the old ones. ``MatchingSteps.inner_epoch``:
 one shuffled pass of plain SGD of the network over the synthetic set, every batch augmented per
 sample. With ``compile='on'`` both are ``torch.compile(fullgraph=True)`` (inductor; on CUDA
 ``mode='reduce-overhead'``, CUDA graphs); with ``'off'`` the same functions run eagerly.
@@ -119,7 +120,7 @@ class MatchingSteps:
             self._outer_fn = _traced(self._outer, device)
             self._epoch_fn = _traced(self._epoch, device)
             if device.type == "cuda":
-                # CUDA graphs keep tensors that a step updates in place at fixed addresses.
+                # CUDA graphs keep the tensors a step reads or updates in place at fixed addresses.
                 torch._dynamo.mark_static_address(image_syn)
                 torch._dynamo.mark_static_address(device_rng.counter(device))
         else:
@@ -145,14 +146,25 @@ class MatchingSteps:
         """
         state = self.opt_img.state[self.image_syn]
         buf = state.get("momentum_buffer")
-        loss, new_buf = self._outer_fn(list(reals), seeds, buf)
         if buf is None:
-            state["momentum_buffer"] = new_buf
-            if self.compiled and new_buf.is_cuda:
-                torch._dynamo.mark_static_address(new_buf)
+            # The run's first image step creates the momentum buffer (a copy of the gradient, as
+            # torch.optim.SGD): eagerly, so that the compiled step is one graph, buffer given.
+            loss, _, new_buf, new_img = self._outer(list(reals), seeds, None)
+            state["momentum_buffer"] = buf = torch.empty_like(new_buf)
+            if self.compiled and buf.is_cuda:
+                torch._dynamo.mark_static_address(buf)
+        else:
+            loss, _, new_buf, new_img = self._outer_fn(list(reals), seeds, buf)
+        with torch.no_grad():
+            # NB: committed here, not inside the callable: a compiled graph that mutates its inputs
+            # and reads views of them gave wrong values under inductor (torch 2.13, CPU).
+            self.image_syn.copy_(new_img)
+            buf.copy_(new_buf)
         return loss
 
     def _outer(self, reals: List[Tensor], seeds, buf: Optional[Tensor]):
+        """(loss, gradient w.r.t. the synthetic images, new momentum buffer, new images); pure:
+        ``outer_step`` writes the last two back."""
         k, ipc, img = self.k, self.ipc, self.image_syn
         if isinstance(seeds, Tensor):
             keys = class_keys(self.key_base, seeds, k)
@@ -162,13 +174,10 @@ class MatchingSteps:
         loss = loss_fn(self.net, reals, syns, list(range(k)), seeds, self.strategy, self.param, self.metric)
         (grad,) = torch.autograd.grad(loss, [img])
         with torch.no_grad():
-            # torch.optim.SGD(momentum=m), written out (module docstring).
-            if buf is None:
-                buf = grad.detach().clone()
-            else:
-                buf.mul_(self.momentum).add_(grad)
-            img.add_(buf, alpha=-self.lr_img)
-        return loss.detach(), buf
+            # torch.optim.SGD(momentum=m), written out with its ops (module docstring).
+            new_buf = grad.detach().clone() if buf is None else buf.mul(self.momentum).add(grad)
+            new_img = img.add(new_buf, alpha=-self.lr_img)
+        return loss.detach(), grad, new_buf, new_img
 
     # -- the inner epoch -----------------------------------------------------------------------
 
