@@ -30,8 +30,8 @@ import torch
 from .. import ParamDiffAug
 from .checkpoint import CheckpointError, atomic_write_bytes
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
-from .config import (COMPILE, DATASETS, DIS_METRICS, INITS, METHODS, PUBLISHED_STRATEGY, RNGS, CondenseConfig, check_device, default_device,
-                     default_out, load_config, main_job_config, resolve)
+from .config import (COMPILE, DATASETS, DIS_METRICS, INITS, METHODS, PUBLISHED_STRATEGY, RNGS, CondenseConfig,
+                     check_device, default_device, default_out, load_config, main_job_config, resolve)
 from .data import INFO, DatasetError, load_tensors
 from .evaluate import evaluate_set, mean_std, random_real_subset
 from .ensemble import MODES as EVAL_MODES
@@ -134,8 +134,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         p.add_argument(flag, metavar=None if f.name in _CHOICES else f.name.upper(), **kw)
     p.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
                    help="continue the run in RUN_DIR from its last checkpoint, or from iteration 0 if it has none "
-                        "yet (settings come from RUN_DIR/config.json; only --device, --compile and --progress may be given "
-                        "with it)")
+                        "yet (settings come from RUN_DIR/config.json; only --device, --compile and --progress may be "
+                        "given with it)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm progress bar (default: when stderr is a terminal; else plain log lines)")
     return p

@@ -9,11 +9,16 @@ them), then calls ``method.iteration(run)``, which updates ``run.image_syn`` wit
 
 - ``dsa``: gradient matching with DSA (docs/semantics.md §5): ``outer_loop`` image steps per iteration, each
   followed (but the last) by ``inner_loop`` epochs of training the network on the synthetic set.
-  Loss reported: mean per class and outer step.
+  The image step and the epoch are ``steps.MatchingSteps`` callables (compiled with
+  ``compile='on'``). Loss reported: mean per class and outer step.
 - ``dc``: the same without augmentation anywhere in the iteration (matching and inner training),
   as the official ``--method DC``. (Evaluation still trains with the run's DSA strategy.)
 - ``dm``: distribution matching (``dm.dm_loss``): one image step per iteration against a fresh
   network with frozen parameters. Loss reported: mean per class.
+
+Per-class DiffAugment seeds: ``rng='compat'`` draws K ints per image step from the control stream
+(host values, the official draws); ``rng='device'`` keys class c by ``steps.class_keys`` from the
+run's step counter on the device (``run.key_step``, advanced once per image step).
 """
 from __future__ import annotations
 
