@@ -239,7 +239,7 @@ class _Run:
         seed = int(torch.randint(0, 2**62, (1,), generator=self.control))
         torch.manual_seed(seed)
         if self.match_param.rng == "device":  # the inner loop's per-sample keys (device_rng.counter)
-            device_rng.counter(self.device).fill_(seed & KEY_MASK)
+            device_rng.counter(self.image_syn.device).fill_(seed & KEY_MASK)
         loss = self.method.iteration(self)
         self.eval_loss += loss
         self.log_loss += loss
@@ -363,7 +363,7 @@ def _counter_kept(device: torch.device, used: bool):
     if not used:
         yield
         return
-    counter = device_rng.counter(device)
+    counter = device_rng.counter(torch.empty(0, device=device).device)  # 'cuda' -> 'cuda:<current>'
     kept = counter.clone()
     try:
         yield
