@@ -240,7 +240,7 @@ def test_outer_step_and_epoch_compile_fullgraph_and_equal_eager(device):
     for name, dtype, compile in (("eager64", torch.float64, "off"), ("eager32", torch.float32, "off"),
                                  ("compiled", torch.float32, "on")):
         reals = [r.to(device, dtype) for r in reals32]
-        img = img32.to(device, dtype).requires_grad_(True)
+        img = img32.to(device, dtype).clone().requires_grad_(True)  # .to may return img32 itself
         net = copy.deepcopy(net32).to(device, dtype)
         steps, opt = _steps(net, img, k, ipc, param, compile=compile, batch=3)
         steps.outer_step(reals, torch.zeros((), dtype=torch.int64, device=device))  # makes the momentum buffer

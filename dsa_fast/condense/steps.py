@@ -156,8 +156,8 @@ class MatchingSteps:
         else:
             loss, _, new_buf, new_img = self._outer_fn(list(reals), seeds, buf)
         with torch.no_grad():
-            # NB: committed here, not inside the callable: a compiled graph that mutates its inputs
-            # and reads views of them gave wrong values under inductor (torch 2.13, CPU).
+            # NB: committed here, not inside the callable, so the graph mutates none of its inputs:
+            # CUDA graph trees skip a graph that mutates an input not at a static address.
             self.image_syn.copy_(new_img)
             buf.copy_(new_buf)
         return loss
