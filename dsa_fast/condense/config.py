@@ -283,7 +283,8 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
     if c.compile == "on":
         if c.method == "dm":
             raise ValueError("dsa_fast.condense: --compile on applies to gradient matching (dsa, dc), not to dm")
-        if rng != "device" and strategy not in ("", "none", "None"):
+        augments = c.method != "dc" and strategy not in ("", "none", "None")  # dc: none in the iteration
+        if rng != "device" and augments:
             raise ValueError("dsa_fast.condense: --compile on needs --rng device (rng='compat' draws on the host)")
     # An absolute data path keeps `--resume` working from another working directory.
     data_path = None if c.data_path is None else os.path.abspath(c.data_path)
