@@ -6,7 +6,7 @@ synthetic images and the SGD step on them. Rows:
 - ``per-class loop``: the official structure, ``matching.match_loss`` + ``backward`` + torch.optim;
 - ``batched``: ``batched.match_loss_batched`` (vmapped over classes) + ``backward`` + torch.optim;
 - ``loop step``: ``steps.MatchingSteps.outer_step`` as the run takes it on the device (rng='device';
-  per-class matching on the CPU, batched on CUDA), eager; with ``--compile``, also compiled
+  ``match_loss_auto``: per-class matching on the CPU, batched on CUDA), eager; with ``--compile``, also compiled
   (``loop step, compiled``; measured after its compilation).
 Peak on the CPU: the largest running sum of the tensor allocations and frees the torch profiler
 records (``profile_memory=True``) during the step, above what was allocated before it (to the
@@ -77,7 +77,7 @@ def main() -> None:
             if name.startswith("loop step"):
                 steps = MatchingSteps(net, syn, opt, num_classes=CLASSES, ipc=ipc, strategy=STRATEGY,
                                       param=ParamDiffAug(rng="device"), metric="ours", lr_net=0.01, batch_train=256,
-                                      batched=device.type == "cuda", compile="on" if "compiled" in name else "off")
+                                      compile="on" if "compiled" in name else "off")
                 key = torch.zeros((), dtype=torch.int64, device=device)
 
                 def step():

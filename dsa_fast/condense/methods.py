@@ -57,8 +57,7 @@ class GradientMatching:
             run.steps = MatchingSteps(
                 net, run.image_syn, run.opt_img, num_classes=run.num_classes, ipc=cfg.ipc,
                 strategy=cfg.strategy if self.augment else "none", param=run.match_param, metric=cfg.dis_metric,
-                lr_net=cfg.lr_net, batch_train=cfg.batch_train, key_base=run.key_base,
-                batched=run.device.type == "cuda", compile=cfg.compile)
+                lr_net=cfg.lr_net, batch_train=cfg.batch_train, key_base=run.key_base, compile=cfg.compile)
         else:
             run.steps.reset(net)
         return run.steps

@@ -3,15 +3,17 @@
 ``MatchingSteps.outer_step``: every class's real and synthetic batch augmented (one seed per class
 for the pair), the network gradients, the distance, the gradient w.r.t. the synthetic images and
 the image update (SGD with momentum, the run's ``opt_img`` state); the callable returns the new
-images and momentum buffer and ``outer_step`` copies them over the old ones. ``MatchingSteps.inner_epoch``:
-one shuffled pass of plain SGD of the network over the synthetic set, every batch augmented per
-sample. With ``compile='on'`` both are ``torch.compile(fullgraph=True)`` (inductor; on CUDA
-``mode='reduce-overhead'``, CUDA graphs); with ``'off'`` the same functions run eagerly.
+images and momentum buffer and ``outer_step`` copies them over the old ones. The class matching is
+``batched.match_loss_auto`` (batched on CUDA where exact, else the per-class loop).
+``MatchingSteps.inner_epoch``: one shuffled pass of plain SGD of the network over the synthetic
+set, every batch augmented per sample. With ``compile='on'`` both are
+``torch.compile(fullgraph=True)`` (inductor; on CUDA ``mode='reduce-overhead'``, CUDA graphs); with
+``'off'`` the same functions run eagerly.
 
 Why the functions look the way they do:
 - No ``torch.optim`` inside: Dynamo does not trace ``Optimizer.zero_grad``. The updates are the
   arithmetic of ``torch.optim.SGD`` written out with the same tensor ops (first step: the momentum
-  buffer is a copy of the gradient; then ``buf.mul_(m).add_(g)``; ``p.add_(buf, alpha=-lr)``), so
+  buffer is a copy of the gradient; then ``buf * m + g``; ``p + (-lr) * buf`` by ``add(alpha=)``), so
   the eager path gives the optimiser's numbers bit for bit, and the momentum buffer stays in
   ``opt_img.state`` (checkpoints unchanged).
 - One network per run, re-initialised each iteration by copying a freshly built network's state
@@ -35,8 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import DiffAugment, ParamDiffAug, device_rng
-from .batched import match_loss_batched, supports_batched
-from .matching import match_loss
+from .batched import match_loss_auto
 from .networks import has_batchnorm
 
 COMPILE_MODES = ("off", "on")
@@ -71,9 +72,8 @@ class MatchingSteps:
     """The outer step and the inner epoch of one run (``methods.GradientMatching``).
 
     ``net`` is the run's network (re-initialised by ``reset`` each iteration); ``image_syn`` the
-    synthetic set (leaf, requires grad) with ``opt_img`` its SGD; ``batched``: the vmapped class
-    matching (``batched.py``) instead of the per-class loop. ``key_base`` (rng='device'): the base
-    of ``class_keys``.
+    synthetic set (leaf, requires grad) with ``opt_img`` its SGD. ``key_base`` (rng='device'): the
+    base of ``class_keys``.
     """
 
     def __init__(
@@ -90,7 +90,6 @@ class MatchingSteps:
         lr_net: float,
         batch_train: int,
         key_base: int = 0,
-        batched: bool = False,
         compile: str = "off",
     ):
         if compile not in COMPILE_MODES:
@@ -113,7 +112,6 @@ class MatchingSteps:
         self.lr_img, self.momentum = float(group["lr"]), float(group["momentum"])
         self.lr_net, self.batch_train = float(lr_net), int(batch_train)
         self.key_base = int(key_base) & KEY_MASK
-        self.batched = bool(batched) and supports_batched(net)
         self.compiled = compile == "on"
         device = image_syn.device
         if self.compiled:
@@ -170,8 +168,7 @@ class MatchingSteps:
             keys = class_keys(self.key_base, seeds, k)
             seeds = [keys[c] for c in range(k)]
         syns = [img[c * ipc:(c + 1) * ipc] for c in range(k)]
-        loss_fn = match_loss_batched if self.batched else match_loss
-        loss = loss_fn(self.net, reals, syns, list(range(k)), seeds, self.strategy, self.param, self.metric)
+        loss = match_loss_auto(self.net, reals, syns, list(range(k)), seeds, self.strategy, self.param, self.metric)
         (grad,) = torch.autograd.grad(loss, [img])
         with torch.no_grad():
             # torch.optim.SGD(momentum=m), written out with its ops (module docstring).
