@@ -10,6 +10,7 @@ which applies the formulas and the transform in one op call.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -18,6 +19,9 @@ from torch import Tensor
 from .ops_table import SPEC, TOKENS
 from .params import ParamDiffAug, Step, crop_max_shift, cutout_box, cutout_params
 from ._host_cache import host_cache
+
+
+_CPU = torch.device("cpu")
 
 
 class CompatDraws:
@@ -47,8 +51,11 @@ class CompatDraws:
     def _reseed(self, device) -> None:
         if not self.siamese:
             return
-        device = torch.device("cpu") if device is None else torch.device(device)
-        generator = self._generator(device)
+        if device is None or device == _CPU:  # the common case, without building a torch.device
+            device, generator = _CPU, torch.default_generator
+        else:
+            device = torch.device(device)
+            generator = self._generator(device)
         if generator is None:
             torch.random.manual_seed(self.next_seed)
         else:
@@ -180,12 +187,13 @@ def _plan(ops: Tuple[str, ...], settings: Tuple[float, ...], h: int, w: int, per
 
 _SETTING_FIELDS = ("prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad", "ratio_cutout",
                    "brightness", "saturation", "contrast")
+_settings_of = operator.attrgetter(*_SETTING_FIELDS)
 
 
 def draw_and_apply(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDiffAug) -> Optional[Tensor]:
     """The official draws, then one augment_compat call; None (nothing drawn) when the ops are not
     in canonical order ('M' mode with reordered or repeated tokens)."""
-    settings = tuple(getattr(param, f) for f in _SETTING_FIELDS)
+    settings = _settings_of(param)
     per_sample = seed == -1
     h, w = x.shape[2], x.shape[3]
     if param.aug_mode == "M":
