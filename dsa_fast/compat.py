@@ -10,7 +10,6 @@ which applies the formulas and the transform in one op call.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -187,13 +186,12 @@ def _plan(ops: Tuple[str, ...], settings: Tuple[float, ...], h: int, w: int, per
 
 _SETTING_FIELDS = ("prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad", "ratio_cutout",
                    "brightness", "saturation", "contrast")
-_settings_of = operator.attrgetter(*_SETTING_FIELDS)
 
 
 def draw_and_apply(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDiffAug) -> Optional[Tensor]:
     """The official draws, then one augment_compat call; None (nothing drawn) when the ops are not
     in canonical order ('M' mode with reordered or repeated tokens)."""
-    settings = _settings_of(param)
+    settings = tuple(getattr(param, f) for f in _SETTING_FIELDS)
     per_sample = seed == -1
     h, w = x.shape[2], x.shape[3]
     if param.aug_mode == "M":
