@@ -429,28 +429,37 @@ void copy_into(const Src& x, const Padded<acc_t>& pad, int C) {
   }
 }
 
-// Forward resampling of a Padded source into dst, row by row, every channel per row: the gather of
-// resample_pixel (the same weights, the same sum order) with the row's taps ready.
-template <typename acc_t, typename Dst>
-void resample_padded(const Padded<acc_t>& src, const Dst& dst, const Affine<acc_t>& A, int C, const RowTaps<acc_t>& t) {
+// Forward resampling of a Padded source into dst, row by row: the gather of resample_pixel (the
+// same weights, the same sum order) with the row's taps ready. Channels innermost: a pixel's offset
+// and weights are loaded once for all channels (kC: the channel count when known at compile time).
+template <int kC, typename acc_t, typename Dst>
+void resample_padded_as(const Padded<acc_t>& src, const Dst& dst, const Affine<acc_t>& A, int C,
+                        const RowTaps<acc_t>& t) {
   using T = dst_t<Dst>;
-  const int H = A.H, W = A.W, sp = src.wp();
+  const int H = A.H, W = A.W, sp = src.wp(), plane = src.plane();
+  const int n = kC > 0 ? kC : C;
   const int64_t ds = dst.col_stride();
+  const int64_t dc = n > 1 ? dst.row(1, 0) - dst.row(0, 0) : 0;
   for (int i = 0; i < H; ++i) {
     t.fill(A, src, i);
-    for (int c = 0; c < C; ++c) {
-      const acc_t* P = src.data + int64_t(c) * src.plane();
-      T* out = dst.row(c, i);
-      auto value = [&](int j) {
-        const acc_t* q = P + t.idx[j];
-        return q[0] * t.w00[j] + q[1] * t.w01[j] + q[sp] * t.w10[j] + q[sp + 1] * t.w11[j];
-      };
-      if (ds == 1) {
-        for (int j = 0; j < W; ++j) out[j] = static_cast<T>(value(j));
-      } else {
-        for (int j = 0; j < W; ++j) out[j * ds] = static_cast<T>(value(j));
+    T* out = dst.row(0, i);
+    for (int j = 0; j < W; ++j) {
+      const acc_t* q = src.data + t.idx[j];
+      const acc_t w00 = t.w00[j], w01 = t.w01[j], w10 = t.w10[j], w11 = t.w11[j];
+      T* o = out + j * ds;
+      for (int c = 0; c < n; ++c, q += plane, o += dc) {
+        *o = static_cast<T>(q[0] * w00 + q[1] * w01 + q[sp] * w10 + q[sp + 1] * w11);
       }
     }
+  }
+}
+
+template <typename acc_t, typename Dst>
+void resample_padded(const Padded<acc_t>& src, const Dst& dst, const Affine<acc_t>& A, int C, const RowTaps<acc_t>& t) {
+  if (C == 3) {
+    resample_padded_as<3>(src, dst, A, C, t);
+  } else {
+    resample_padded_as<0>(src, dst, A, C, t);
   }
 }
 
@@ -458,26 +467,40 @@ void resample_padded(const Padded<acc_t>& src, const Dst& dst, const Affine<acc_
 // (i, j), in row-major order, adds g(c, i, j) * weight to each of its four taps. Per source pixel
 // that is the sum of resample_transpose_pixel in the same order (row-major over the output pixels);
 // the taps outside the image land in the border, which is discarded. One worker per image keeps
-// it deterministic.
-template <typename acc_t, typename Grad>
-void scatter_padded(const Grad& g, const Padded<acc_t>& dst, const Affine<acc_t>& A, int C, const RowTaps<acc_t>& t) {
-  const int H = A.H, W = A.W, sp = dst.wp();
+// it deterministic. Channels innermost, as resample_padded_as (each channel its own plane, so the
+// order per element is unchanged).
+template <int kC, typename acc_t, typename Grad>
+void scatter_padded_as(const Grad& g, const Padded<acc_t>& dst, const Affine<acc_t>& A, int C,
+                       const RowTaps<acc_t>& t) {
+  const int H = A.H, W = A.W, sp = dst.wp(), plane = dst.plane();
+  const int n = kC > 0 ? kC : C;
   const int64_t gs = g.col_stride();
-  dst.zero_all(C);
+  const int64_t gc = n > 1 ? g.row(1, 0) - g.row(0, 0) : 0;
+  dst.zero_all(n);
   for (int i = 0; i < H; ++i) {
     t.fill(A, dst, i);
-    for (int c = 0; c < C; ++c) {
-      acc_t* P = dst.data + int64_t(c) * dst.plane();
-      const auto* in = g.row(c, i);
-      for (int j = 0; j < W; ++j) {
-        const acc_t v = static_cast<acc_t>(in[j * gs]);
-        acc_t* q = P + t.idx[j];
-        q[0] += v * t.w00[j];
-        q[1] += v * t.w01[j];
-        q[sp] += v * t.w10[j];
-        q[sp + 1] += v * t.w11[j];
+    const auto* in = g.row(0, i);
+    for (int j = 0; j < W; ++j) {
+      acc_t* q = dst.data + t.idx[j];
+      const acc_t w00 = t.w00[j], w01 = t.w01[j], w10 = t.w10[j], w11 = t.w11[j];
+      const auto* v = in + j * gs;
+      for (int c = 0; c < n; ++c, q += plane, v += gc) {
+        const acc_t x = static_cast<acc_t>(*v);
+        q[0] += x * w00;
+        q[1] += x * w01;
+        q[sp] += x * w10;
+        q[sp + 1] += x * w11;
       }
     }
+  }
+}
+
+template <typename acc_t, typename Grad>
+void scatter_padded(const Grad& g, const Padded<acc_t>& dst, const Affine<acc_t>& A, int C, const RowTaps<acc_t>& t) {
+  if (C == 3) {
+    scatter_padded_as<3>(g, dst, A, C, t);
+  } else {
+    scatter_padded_as<0>(g, dst, A, C, t);
   }
 }
 
