@@ -105,6 +105,10 @@ DSA_INLINE void emit_row(Out* out, int64_t os, const In* in, int64_t is, const R
       const In* src = in + m.d;
       for (int t = m.t0; t < m.t1; ++t) out[t] = static_cast<Out>(static_cast<acc_t>(src[t]));
     }
+  } else if (os == 1 && is == 0) {
+    // A broadcast row (an expanded gradient, as y.sum().backward() passes): one value.
+    const Out v = static_cast<Out>(static_cast<acc_t>(in[0]));
+    for (int t = m.t0; t < m.t1; ++t) out[t] = v;
   } else {
     for (int t = m.t0; t < m.t1; ++t) put(t, get(t));
   }
@@ -144,6 +148,10 @@ void copy_image(const Src& x, const Dst& dst, int C, int H, int W) {
     for (int i = 0; i < H; ++i) {
       const auto* r = x.row(c, i);
       T* o = dst.row(c, i);
+      if (xs == 0 && ds == 1) {  // a broadcast row (an expanded gradient)
+        std::fill(o, o + W, static_cast<T>(r[0]));
+        continue;
+      }
       for (int j = 0; j < W; ++j) o[j * ds] = static_cast<T>(r[j * xs]);
     }
   }
