@@ -7,7 +7,8 @@
 //   segment, the colour ops plain loops over contiguous rows (they vectorise); no pass at all for
 //   ops that are absent;
 // - a resampling reads a zero-bordered copy of its source (Padded), so its inner loop has no
-//   per-tap bounds tests, and takes each row's taps from one vectorised loop;
+//   per-tap bounds tests; each row's taps come from vectorised loops (RowTaps), and the channels
+//   are innermost;
 // - the transposed resampling is an ordered scatter: every output pixel, in row-major order, adds
 //   its tap contributions to the four source pixels. That is the same sum in the same order as the
 //   gather of resample_transpose_pixel (which visits the contributing output pixels in row-major
