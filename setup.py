@@ -37,7 +37,11 @@ def _extensions():
             f"{torch.version.cuda} and CUDA_HOME is {cpp_extension.CUDA_HOME}; install a CUDA torch "
             "and set CUDA_HOME (e.g. /usr/local/cuda)"
         )
-    cxx = ["-O3", "-g0"]
+    # -fno-trapping-math lets GCC if-convert float compares, so the CPU executor's tap loops
+    # (csrc/cpu/image_cpu.h, RowTaps) vectorise; it changes no value (only FP exception flags).
+    # -fno-wrapv undoes the -fwrapv of Python's build flags (meant for CPython's own C): with it,
+    # GCC 12 vectorises no loop whose index runs backwards or is offset (the flipped row copies).
+    cxx = ["-O3", "-g0", "-fno-trapping-math", "-fno-wrapv"]
     nvcc = ["-O3"]
     if _flag("DSA_FAST_PTXAS_VERBOSE"):
         nvcc += ["-Xptxas", "-v"]  # registers, spills and shared memory per kernel, in the build log

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from dsa_fast import DiffAugment, ParamDiffAug, sample_params
-from dsa_fast._ops import pack_omega
+from dsa_fast.fused import pack_omega
 
 FULL = "color_crop_cutout_flip_scale_rotate"
 

@@ -21,7 +21,7 @@ import torch
 torch.set_num_threads(int(sys.argv[2]))
 import dsa_fast
 from dsa_fast import ParamDiffAug
-from dsa_fast._ops import pack_omega
+from dsa_fast.fused import pack_omega
 shape = tuple(int(v) for v in sys.argv[1].split("x"))
 x = torch.rand(shape)
 omega = dsa_fast.sample_params("color_crop_cutout_flip_scale_rotate", x[:1], seed=0, param=ParamDiffAug(aug_mode="M"))

@@ -1,7 +1,7 @@
 // The one registration file: the empty Python module `dsa_fast._C` (importing it loads the
 // library and runs the registrations) and every op schema. Kernels register per device in
-// cpu/*.cpp and cuda/*.cu; fake kernels and autograd are registered from Python
-// (dsa_fast/_ops.py).
+// cpu/*.cpp and cuda/*.cu, their autograd in autograd.cpp; fake kernels are registered from
+// Python (dsa_fast/_ops.py).
 #include <Python.h>
 #include <torch/library.h>
 

@@ -1,6 +1,6 @@
-"""The compiled ops (``torch.ops.dsa_fast.*`` from ``dsa_fast._C``): loading, fake kernels and
-autograd. Reads like a table: one op, its fake, its backward. Packing ω for them and planning the
-calls is dsa_fast/fused.py.
+"""The compiled ops (``torch.ops.dsa_fast.*`` from ``dsa_fast._C``): loading and fake kernels. Their
+autograd is registered in C++ (csrc/autograd.cpp: a Python autograd wrapper costs more host time per
+call than a small batch's kernel). Packing ω for them and planning the calls is dsa_fast/fused.py.
 
 ``augment(x, omega, flags, align_corners)`` applies, in the canonical order
 brightness, saturation, contrast, crop, cutout, flip, scale, rotate, the ops whose bits are set in
@@ -80,9 +80,8 @@ def has_ops() -> bool:
     return _LOAD_ERROR is None
 
 
-from .ops_table import FLAGS, OMEGA_WIDTH
+from .ops_table import OMEGA_WIDTH
 
-BRIGHTNESS = FLAGS["brightness"]
 _PLAN_PER_SAMPLE = 1  # csrc/kernels/rng.h, kPlanPerSample (dsa_fast/fused.py)
 _COMPAT_PER_SAMPLE = 0  # csrc/kernels/compat.h, kCPerSample (dsa_fast/compat.py)
 
@@ -127,22 +126,6 @@ if _LOAD_ERROR is None:
     torch.library.register_fake("dsa_fast::augment")(_fake)
     torch.library.register_fake("dsa_fast::augment_backward")(_fake)
 
-    def _setup_context(ctx, inputs, output):
-        _, omega, flags, align_corners = inputs
-        ctx.save_for_backward(omega)
-        ctx.flags, ctx.align_corners = flags, align_corners
-
-    def _augment_backward(ctx, grad):
-        (omega,) = ctx.saved_tensors
-        return torch.ops.dsa_fast.augment_backward(grad, omega, ctx.flags, ctx.align_corners), None, None, None
-
-    def _augment_backward_backward(ctx, grad):
-        # augment_backward is linear; its transpose is augment's linear part (brightness is the
-        # only affine offset, so drop it).
-        (omega,) = ctx.saved_tensors
-        out = torch.ops.dsa_fast.augment(grad, omega, ctx.flags & ~BRIGHTNESS, ctx.align_corners)
-        return out, None, None, None
-
     def _fake_draw(x: Tensor, key: Optional[Tensor], flags: int, plan: List[int], settings: List[float],
                    align_corners: bool) -> Tuple[Tensor, Tensor]:
         torch._check(x.dim() == 4, lambda: f"dsa_fast.augment_draw: expected x of shape [N, C, H, W], got {x.shape}")
@@ -157,27 +140,3 @@ if _LOAD_ERROR is None:
 
     torch.library.register_fake("dsa_fast::augment_draw")(_fake_draw)
     torch.library.register_fake("dsa_fast::augment_compat")(_fake_compat)
-
-    # Both drawing ops: (x, <key or raw draws>, flags, plan, settings, align_corners) -> (y, table).
-    # The table has no gradient; x's is augment_backward with the table the forward drew.
-    def _setup_draw_context(ctx, inputs, output):
-        ctx.mark_non_differentiable(output[1])
-        ctx.set_materialize_grads(False)  # the table has no gradient: no zeros for it
-        ctx.save_for_backward(output[1])
-        ctx.flags, ctx.align_corners = inputs[2], inputs[5]
-        # The second input's gradient: None for a key, a list of Nones for the raw draws.
-        ctx.no_grad_second = [None] * len(inputs[1]) if isinstance(inputs[1], (list, tuple)) else None
-
-    def _augment_draw_backward(ctx, grad, _grad_omega):
-        (omega,) = ctx.saved_tensors
-        dx = None
-        if grad is not None:
-            dx = torch.ops.dsa_fast.augment_backward(grad, omega, ctx.flags, ctx.align_corners)
-        return dx, ctx.no_grad_second, None, None, None, None
-
-    for _name in ("dsa_fast::augment_draw", "dsa_fast::augment_compat"):
-        torch.library.register_autograd(_name, _augment_draw_backward, setup_context=_setup_draw_context)
-    torch.library.register_autograd("dsa_fast::augment", _augment_backward, setup_context=_setup_context)
-    torch.library.register_autograd(
-        "dsa_fast::augment_backward", _augment_backward_backward, setup_context=_setup_context
-    )

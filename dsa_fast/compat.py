@@ -20,6 +20,9 @@ from .params import ParamDiffAug, Step, crop_max_shift, cutout_box, cutout_param
 from ._host_cache import host_cache
 
 
+_CPU = torch.device("cpu")
+
+
 class CompatDraws:
     """Draws exactly as the official code (docs/semantics.md §2): the global generators, and when seeded,
     ``torch.random.manual_seed(latestseed); latestseed += 1`` before each draw.
@@ -47,8 +50,11 @@ class CompatDraws:
     def _reseed(self, device) -> None:
         if not self.siamese:
             return
-        device = torch.device("cpu") if device is None else torch.device(device)
-        generator = self._generator(device)
+        if device is None or device == _CPU:  # the common case, without building a torch.device
+            device, generator = _CPU, torch.default_generator
+        else:
+            device = torch.device(device)
+            generator = self._generator(device)
         if generator is None:
             torch.random.manual_seed(self.next_seed)
         else:

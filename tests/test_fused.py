@@ -167,6 +167,22 @@ def test_low_precision_error_rule(dtype, strategy, device):
     assert (d_fused - d32).abs().max() <= 2 * (d_ref - d32).abs().max() + slack
 
 
+@pytest.mark.parametrize("strategy", list(TOKENS) + [FULL_STRATEGY])
+@pytest.mark.parametrize("seed", [-1, 4])
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_of_expanded_gradient_equals_dense(strategy, seed, device):
+    """y.sum().backward() hands the backward a gradient with every stride 0; it must give the bits
+    the same gradient gives as a dense tensor (the CPU executor has broadcast-row paths for it)."""
+    x = torch.randn(3, 3, 7, 6, device=device)
+    table, flags = _table(x, strategy, seed)
+    for value in (1.0, -0.75):
+        expanded = torch.full((), value, device=device).expand(3, 3, 7, 6)
+        dense = expanded.contiguous()
+        got = torch.ops.dsa_fast.augment_backward(expanded, table, flags, False)
+        want = torch.ops.dsa_fast.augment_backward(dense, table, flags, False)
+        assert torch.equal(got, want), (strategy, seed, value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Registration: opcheck, torch.compile
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 512x512 (and a non-square channels_last batch), forward and backward, against the reference.
 
 The CPU executor's extra memory per call is the output plus one workspace per worker thread
-(csrc/cpu/image_cpu.h, cpu_workspace_size: two [C, H, W] planes, a base table, a row buffer and a
-row of taps, about 6.3 MB at 3x512x512 float); the CUDA executor's global workspace is capped at
+(csrc/cpu/image_cpu.h, cpu_workspace_size: two zero-bordered [C, H + 3, W + 2] planes, a base table,
+a row buffer and a row of taps, about 6.4 MB at 3x512x512 float); the CUDA executor's global workspace is capped at
 64 MiB per launch (csrc/common/launch_plan.h, tested in test_block_emulator.py).
 """
 from __future__ import annotations

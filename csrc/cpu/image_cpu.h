@@ -6,7 +6,9 @@
 // - pointwise ops run row by row: a crop/flip is a shifted or reversed row copy, a cutout a zeroed
 //   segment, the colour ops plain loops over contiguous rows (they vectorise); no pass at all for
 //   ops that are absent;
-// - a resampling reads x directly when no pointwise op precedes it;
+// - a resampling reads a zero-bordered copy of its source (Padded), so its inner loop has no
+//   per-tap bounds tests; each row's taps come from vectorised loops (RowTaps), and the channels
+//   are innermost;
 // - the transposed resampling is an ordered scatter: every output pixel, in row-major order, adds
 //   its tap contributions to the four source pixels. That is the same sum in the same order as the
 //   gather of resample_transpose_pixel (which visits the contributing output pixels in row-major
@@ -104,6 +106,10 @@ DSA_INLINE void emit_row(Out* out, int64_t os, const In* in, int64_t is, const R
       const In* src = in + m.d;
       for (int t = m.t0; t < m.t1; ++t) out[t] = static_cast<Out>(static_cast<acc_t>(src[t]));
     }
+  } else if (os == 1 && is == 0) {
+    // A broadcast row (an expanded gradient, as y.sum().backward() passes): one value.
+    const Out v = static_cast<Out>(static_cast<acc_t>(in[0]));
+    for (int t = m.t0; t < m.t1; ++t) out[t] = v;
   } else {
     for (int t = m.t0; t < m.t1; ++t) put(t, get(t));
   }
@@ -143,6 +149,10 @@ void copy_image(const Src& x, const Dst& dst, int C, int H, int W) {
     for (int i = 0; i < H; ++i) {
       const auto* r = x.row(c, i);
       T* o = dst.row(c, i);
+      if (xs == 0 && ds == 1) {  // a broadcast row (an expanded gradient)
+        std::fill(o, o + W, static_cast<T>(r[0]));
+        continue;
+      }
       for (int j = 0; j < W; ++j) o[j * ds] = static_cast<T>(r[j * xs]);
     }
   }
@@ -311,127 +321,247 @@ void pointwise_transpose_rows(const Grad& gw, const Dst& dx, const ImageGeometry
   }
 }
 
-// The taps of every output pixel of row i (a loop of its own, so it vectorises apart from the
-// memory-bound loops that use them).
+// A zero-bordered [C, H + 3, W + 2] acc_t copy of an image: element (c, r, s) at
+// c plane + (r + 1) Wp + s + 1 for rows r in [-1, H + 1] and columns s in [-1, W], zero outside the
+// image. Every bilinear tap of a sample whose top-left tap (y0, x0) lies in [-1, H - 1] x [-1, W - 1]
+// reads inside it, and reads 0 where the tap is outside the image; a sample with no tap in the
+// image reads the 2 x 2 block at rows H, H + 1, columns -1, 0 (border only). So the resampling
+// loops need no per-tap bounds test.
+// NB: a tap outside the image then adds w * 0 = +0 instead of being skipped; adding +0 changes no
+// sum (the skipping loop starts from +0 too), so results stay bit-identical to resample_pixel.
 template <typename acc_t>
-DSA_INLINE void row_taps(const Affine<acc_t>& A, int i, Taps<acc_t>* taps) {
-  for (int j = 0; j < A.W; ++j) taps[j] = A.taps(i, j);
-}
+struct Padded {
+  acc_t* data;
+  int H, W;
 
-// Forward resampling in row-major order (the body of resample_pixel, with the row's taps ready).
-template <typename acc_t, typename Src, typename Dst>
-void resample_rows(const Src& src, const Dst& dst, const Affine<acc_t>& A, int C, Taps<acc_t>* taps) {
-  const int H = A.H, W = A.W;
-  const auto si = src.step_i(), sj = src.step_j();
-  for (int i = 0; i < H; ++i) {
-    row_taps(A, i, taps);
-    for (int j = 0; j < W; ++j) {
-      const Taps<acc_t>& p = taps[j];
-      const bool x0in = p.col_in(0, W), x1in = p.col_in(1, W);
-      const bool y0in = p.row_in(0, H), y1in = p.row_in(1, H);
-      const acc_t w00 = p.weight(0, 0), w01 = p.weight(0, 1), w10 = p.weight(1, 0), w11 = p.weight(1, 1);
-      const auto o00 = src.pixel(p.y0, p.x0);
-      const auto out = dst.pixel(i, j);
-      if (x0in && x1in && y0in && y1in) {
-        for (int c = 0; c < C; ++c) {
-          dst.store(out, c, src.load(o00, c) * w00 + src.load(o00 + sj, c) * w01 + src.load(o00 + si, c) * w10 +
-                                src.load(o00 + si + sj, c) * w11);
-        }
-        continue;
+  DSA_INLINE static int64_t size(int64_t C, int64_t H, int64_t W) { return C * (H + 3) * (W + 2); }
+  DSA_INLINE int wp() const { return W + 2; }
+  DSA_INLINE int plane() const { return (H + 3) * (W + 2); }
+  DSA_INLINE int offset(int r, int s) const { return (r + 1) * wp() + s + 1; }
+  // The image part, as a workspace plane (row stride W + 2).
+  DSA_INLINE Plane<acc_t> interior() const { return Plane<acc_t>{data + offset(0, 0), plane(), wp()}; }
+
+  void zero_border(int C) const {
+    for (int c = 0; c < C; ++c) {
+      acc_t* d = data + int64_t(c) * plane();
+      std::fill(d, d + wp(), acc_t(0));
+      for (int r = 0; r < H; ++r) {
+        d[offset(r, -1)] = acc_t(0);
+        d[offset(r, W)] = acc_t(0);
       }
-      for (int c = 0; c < C; ++c) {
-        acc_t v = 0;
-        if (y0in && x0in) v += src.load(o00, c) * w00;
-        if (y0in && x1in) v += src.load(o00 + sj, c) * w01;
-        if (y1in && x0in) v += src.load(o00 + si, c) * w10;
-        if (y1in && x1in) v += src.load(o00 + si + sj, c) * w11;
-        dst.store(out, c, v);
-      }
+      std::fill(d + offset(H, -1), d + plane(), acc_t(0));
     }
   }
-}
+  void zero_all(int C) const { std::fill(data, data + int64_t(C) * plane(), acc_t(0)); }
+};
 
-// Transposed resampling as an ordered scatter into dst (an acc_t image, zeroed here): output pixel
-// (i, j), in row-major order, adds g(c, i, j) * weight to each of its taps inside the image.
-template <typename acc_t, typename Grad, typename Acc>
-void resample_transpose_scatter(const Grad& g, const Acc& dst, const Affine<acc_t>& A, int C, Taps<acc_t>* taps) {
-  const int H = A.H, W = A.W;
-  const int64_t ds = dst.col_stride();
+// The taps of every output pixel of one row, as a Padded offset of the top-left tap and the four
+// weights (structure of arrays, read by the resampling loops once per channel).
+// NB: two loops: the taps (Taps::at, float and int32 lanes) vectorise when the build allows
+// if-conversion of float compares (-fno-trapping-math, setup.py); the offsets need an int32
+// multiply, which baseline x86-64 lacks in vector form, so they get a scalar loop of their own.
+template <typename acc_t>
+struct RowTaps {
+  int *idx, *y0;
+  acc_t *w00, *w01, *w10, *w11, *X, *Y;
+
+  DSA_INLINE static int64_t size(int64_t W) {
+    return 6 * W + (2 * W * int64_t(sizeof(int)) + int64_t(sizeof(acc_t)) - 1) / int64_t(sizeof(acc_t));
+  }
+  static RowTaps at(acc_t* buf, int W) {
+    int* ints = reinterpret_cast<int*>(buf + 6 * W);
+    return RowTaps{ints, ints + W, buf, buf + W, buf + 2 * W, buf + 3 * W, buf + 4 * W, buf + 5 * W};
+  }
+  DSA_INLINE void fill(const Affine<acc_t>& A, const Padded<acc_t>& pad, int i) const {
+    if (A.align_corners) {
+      fill_as<true>(A, pad, i);
+    } else {
+      fill_as<false>(A, pad, i);
+    }
+  }
+  template <bool kAlignCorners>
+  DSA_INLINE void fill_as(const Affine<acc_t>& A, const Padded<acc_t>& pad, int i) const {
+    const Affine<acc_t> a = A;  // a local copy: the stores below cannot alias its fields
+    // The positions, then the taps: two loops that vectorise (one fused loop does not, with GCC 12).
+    positions<kAlignCorners>(a, a.base, a.base[a.W + i], X, Y);
+    taps(a.W, X, Y, idx, y0, w00, w01, w10, w11);
+    for (int j = 0; j < a.W; ++j) {
+      const int x = idx[j], y = y0[j];
+      const bool near = (x >= -1) & (x < a.W) & (y >= -1) & (y < a.H);
+      idx[j] = pad.offset(near ? y : a.H, near ? x : -1);
+    }
+  }
+  template <bool kAlignCorners>
+  DSA_INLINE static void positions(const Affine<acc_t>& a, const acc_t* __restrict base, acc_t yn,
+                                   acc_t* __restrict X, acc_t* __restrict Y) {
+    for (int j = 0; j < a.W; ++j) {
+      X[j] = a.template x_as<kAlignCorners>(base[j], yn);
+      Y[j] = a.template y_as<kAlignCorners>(base[j], yn);
+    }
+  }
+  DSA_INLINE static void taps(int W, const acc_t* __restrict X, const acc_t* __restrict Y, int* __restrict x0,
+                              int* __restrict y0, acc_t* __restrict w00, acc_t* __restrict w01,
+                              acc_t* __restrict w10, acc_t* __restrict w11) {
+    for (int j = 0; j < W; ++j) {
+      const Taps<acc_t> p = Taps<acc_t>::at(X[j], Y[j]);
+      x0[j] = p.x0;
+      y0[j] = p.y0;
+      w00[j] = p.weight(0, 0);
+      w01[j] = p.weight(0, 1);
+      w10[j] = p.weight(1, 0);
+      w11[j] = p.weight(1, 1);
+    }
+  }
+};
+
+// dst = src for one image, src any View or Plane, dst a Padded interior (its border untouched).
+template <typename Src, typename acc_t>
+void copy_into(const Src& x, const Padded<acc_t>& pad, int C) {
+  const Plane<acc_t> dst = pad.interior();
+  const int64_t xs = x.col_stride();
   for (int c = 0; c < C; ++c) {
-    for (int i = 0; i < H; ++i) zero_row(dst.row(c, i), ds, W);
-  }
-  const auto si = dst.step_i(), sj = dst.step_j();
-  for (int i = 0; i < H; ++i) {
-    row_taps(A, i, taps);
-    for (int j = 0; j < W; ++j) {
-      const Taps<acc_t>& p = taps[j];
-      const bool x0in = p.col_in(0, W), x1in = p.col_in(1, W);
-      const bool y0in = p.row_in(0, H), y1in = p.row_in(1, H);
-      if (!((x0in || x1in) && (y0in || y1in))) continue;
-      const acc_t w00 = p.weight(0, 0), w01 = p.weight(0, 1), w10 = p.weight(1, 0), w11 = p.weight(1, 1);
-      const auto in = g.pixel(i, j);
-      const auto o00 = dst.pixel(p.y0, p.x0);
-      if (x0in && x1in && y0in && y1in) {
-        for (int c = 0; c < C; ++c) {
-          const acc_t v = g.load(in, c);
-          dst.store(o00, c, dst.load(o00, c) + v * w00);
-          dst.store(o00 + sj, c, dst.load(o00 + sj, c) + v * w01);
-          dst.store(o00 + si, c, dst.load(o00 + si, c) + v * w10);
-          dst.store(o00 + si + sj, c, dst.load(o00 + si + sj, c) + v * w11);
+    for (int i = 0; i < pad.H; ++i) {
+      const auto* r = x.row(c, i);
+      acc_t* o = dst.row(c, i);
+      if constexpr (std::is_same_v<std::remove_const_t<std::remove_reference_t<decltype(*r)>>, acc_t>) {
+        if (xs == 1) {
+          std::memcpy(o, r, sizeof(acc_t) * pad.W);
+          continue;
         }
-        continue;
       }
-      for (int c = 0; c < C; ++c) {
-        const acc_t v = g.load(in, c);
-        if (y0in && x0in) dst.store(o00, c, dst.load(o00, c) + v * w00);
-        if (y0in && x1in) dst.store(o00 + sj, c, dst.load(o00 + sj, c) + v * w01);
-        if (y1in && x0in) dst.store(o00 + si, c, dst.load(o00 + si, c) + v * w10);
-        if (y1in && x1in) dst.store(o00 + si + sj, c, dst.load(o00 + si + sj, c) + v * w11);
+      if (xs == 1) {
+        for (int j = 0; j < pad.W; ++j) o[j] = static_cast<acc_t>(r[j]);
+      } else {
+        for (int j = 0; j < pad.W; ++j) o[j] = static_cast<acc_t>(r[j * xs]);
       }
     }
   }
 }
 
-// acc_t values of workspace one worker needs: two [C, H, W] planes and the base table
-// (workspace_size), a row buffer of (C + 1) W values, and one row of taps.
+// Forward resampling of a Padded source into dst, row by row: the gather of resample_pixel (the
+// same weights, the same sum order) with the row's taps ready. Channels innermost: a pixel's offset
+// and weights are loaded once for all channels (kC: the channel count when known at compile time).
+template <int kC, typename acc_t, typename Dst>
+void resample_padded_as(const Padded<acc_t>& src, const Dst& dst, const Affine<acc_t>& A, int C,
+                        const RowTaps<acc_t>& t) {
+  using T = dst_t<Dst>;
+  const int H = A.H, W = A.W, sp = src.wp(), plane = src.plane();
+  const int n = kC > 0 ? kC : C;
+  const int64_t ds = dst.col_stride();
+  const int64_t dc = n > 1 ? dst.row(1, 0) - dst.row(0, 0) : 0;
+  for (int i = 0; i < H; ++i) {
+    t.fill(A, src, i);
+    T* out = dst.row(0, i);
+    for (int j = 0; j < W; ++j) {
+      const acc_t* q = src.data + t.idx[j];
+      const acc_t w00 = t.w00[j], w01 = t.w01[j], w10 = t.w10[j], w11 = t.w11[j];
+      T* o = out + j * ds;
+      for (int c = 0; c < n; ++c, q += plane, o += dc) {
+        *o = static_cast<T>(q[0] * w00 + q[1] * w01 + q[sp] * w10 + q[sp + 1] * w11);
+      }
+    }
+  }
+}
+
+template <typename acc_t, typename Dst>
+void resample_padded(const Padded<acc_t>& src, const Dst& dst, const Affine<acc_t>& A, int C, const RowTaps<acc_t>& t) {
+  if (C == 3) {
+    resample_padded_as<3>(src, dst, A, C, t);
+  } else {
+    resample_padded_as<0>(src, dst, A, C, t);
+  }
+}
+
+// Transposed resampling as an ordered scatter into a Padded accumulator (zeroed here): output pixel
+// (i, j), in row-major order, adds g(c, i, j) * weight to each of its four taps. Per source pixel
+// that is the sum of resample_transpose_pixel in the same order (row-major over the output pixels);
+// the taps outside the image land in the border, which is discarded. One worker per image keeps
+// it deterministic. Channels innermost, as resample_padded_as (each channel its own plane, so the
+// order per element is unchanged).
+template <int kC, typename acc_t, typename Grad>
+void scatter_padded_as(const Grad& g, const Padded<acc_t>& dst, const Affine<acc_t>& A, int C,
+                       const RowTaps<acc_t>& t) {
+  const int H = A.H, W = A.W, sp = dst.wp(), plane = dst.plane();
+  const int n = kC > 0 ? kC : C;
+  const int64_t gs = g.col_stride();
+  const int64_t gc = n > 1 ? g.row(1, 0) - g.row(0, 0) : 0;
+  dst.zero_all(n);
+  for (int i = 0; i < H; ++i) {
+    t.fill(A, dst, i);
+    const auto* in = g.row(0, i);
+    for (int j = 0; j < W; ++j) {
+      acc_t* q = dst.data + t.idx[j];
+      const acc_t w00 = t.w00[j], w01 = t.w01[j], w10 = t.w10[j], w11 = t.w11[j];
+      const auto* v = in + j * gs;
+      for (int c = 0; c < n; ++c, q += plane, v += gc) {
+        const acc_t x = static_cast<acc_t>(*v);
+        q[0] += x * w00;
+        q[1] += x * w01;
+        q[sp] += x * w10;
+        q[sp + 1] += x * w11;
+      }
+    }
+  }
+}
+
+template <typename acc_t, typename Grad>
+void scatter_padded(const Grad& g, const Padded<acc_t>& dst, const Affine<acc_t>& A, int C, const RowTaps<acc_t>& t) {
+  if (C == 3) {
+    scatter_padded_as<3>(g, dst, A, C, t);
+  } else {
+    scatter_padded_as<0>(g, dst, A, C, t);
+  }
+}
+
+// One worker's workspace, in acc_t values: two Padded images, the base table, a row buffer of
+// (C + 1) W values and one row of taps.
+struct CpuWorkspace {
+  int64_t pad, base, rowbuf, taps, total;
+
+  template <typename acc_t>
+  static CpuWorkspace of(int64_t C, int64_t H, int64_t W) {
+    CpuWorkspace w;
+    w.pad = Padded<acc_t>::size(C, H, W);
+    w.base = 2 * w.pad;
+    w.rowbuf = w.base + H + W;
+    w.taps = w.rowbuf + (C + 1) * W;
+    w.total = w.taps + RowTaps<acc_t>::size(W);
+    return w;
+  }
+};
+
 template <typename acc_t>
 int64_t cpu_workspace_size(int64_t C, int64_t H, int64_t W) {
-  return workspace_size(C, H, W) + (C + 1) * W + (W * int64_t(sizeof(Taps<acc_t>)) + int64_t(sizeof(acc_t)) - 1) / int64_t(sizeof(acc_t));
-}
-
-template <typename acc_t>
-Taps<acc_t>* taps_buffer(acc_t* ws, const ImageGeometry<acc_t>& g) {
-  return reinterpret_cast<Taps<acc_t>*>(ws + workspace_size(g.C, g.H, g.W) + (g.C + 1) * g.W);
+  return CpuWorkspace::of<acc_t>(C, H, W).total;
 }
 
 // y = fused forward of x for one image. ws: cpu_workspace_size(C, H, W) acc_t.
 template <typename acc_t, typename Src, typename Dst>
 void forward_image(const Src& x, const Dst& y, const ImageGeometry<acc_t>& call, const Omega<acc_t>& o, acc_t* ws) {
   const ImageGeometry<acc_t> g = call.for_sample(o);
-  acc_t* rowbuf = ws + workspace_size(g.C, g.H, g.W);
+  const CpuWorkspace L = CpuWorkspace::of<acc_t>(g.C, g.H, g.W);
+  acc_t* rowbuf = ws + L.rowbuf;
   const bool scale = g.has(kScale), rotate = g.has(kRotate);
   const bool pointwise = (g.flags & ~int64_t(kScale | kRotate)) != 0;
   if (!scale && !rotate) {
     pointwise_rows(x, y, g, o, rowbuf);
     return;
   }
-  const SerialExec ex;
-  const acc_t* base = fill_base_table(ex, ws, g);
-  Taps<acc_t>* taps = taps_buffer(ws, g);
-  const Plane<acc_t> w = plane(ws, g), z = plane(ws + g.C * g.hw(), g);
-  auto geometric = [&](const auto& src) {
-    if (scale && rotate) {
-      resample_rows(src, z, g.scale(o, base), g.C, taps);
-      resample_rows(z, y, g.rotate(o, base), g.C, taps);
-    } else {
-      resample_rows(src, y, scale ? g.scale(o, base) : g.rotate(o, base), g.C, taps);
-    }
-  };
+  const acc_t* base = fill_base_table_at(SerialExec{}, ws + L.base, g);
+  const RowTaps<acc_t> taps = RowTaps<acc_t>::at(ws + L.taps, g.W);
+  const Padded<acc_t> w{ws, g.H, g.W}, z{ws + L.pad, g.H, g.W};
+  w.zero_border(g.C);
   if (pointwise) {
-    pointwise_rows(x, w, g, o, rowbuf);
-    geometric(w);
+    pointwise_rows(x, w.interior(), g, o, rowbuf);
   } else {
-    geometric(x);
+    copy_into(x, w, g.C);
+  }
+  if (scale && rotate) {
+    z.zero_border(g.C);
+    resample_padded(w, z.interior(), g.scale(o, base), g.C, taps);
+    resample_padded(z, y, g.rotate(o, base), g.C, taps);
+  } else {
+    resample_padded(w, y, scale ? g.scale(o, base) : g.rotate(o, base), g.C, taps);
   }
 }
 
@@ -440,41 +570,28 @@ template <typename acc_t, typename Grad, typename Dst>
 void backward_image(const Grad& dy, const Dst& dx, const ImageGeometry<acc_t>& call, const Omega<acc_t>& o,
                     acc_t* ws) {
   const ImageGeometry<acc_t> g = call.for_sample(o);
-  acc_t* rowbuf = ws + workspace_size(g.C, g.H, g.W);
+  const CpuWorkspace L = CpuWorkspace::of<acc_t>(g.C, g.H, g.W);
+  acc_t* rowbuf = ws + L.rowbuf;
   const bool scale = g.has(kScale), rotate = g.has(kRotate);
   const bool pointwise = (g.flags & ~int64_t(kScale | kRotate)) != 0;
   if (!scale && !rotate) {
     pointwise_transpose_rows(dy, dx, g, o, rowbuf);
     return;
   }
-  const SerialExec ex;
-  const acc_t* base = fill_base_table(ex, ws, g);
-  Taps<acc_t>* taps = taps_buffer(ws, g);
-  const Plane<acc_t> p0 = plane(ws, g), p1 = plane(ws + g.C * g.hw(), g);
-  using dx_t = std::remove_const_t<std::remove_reference_t<decltype(*dx.row(0, 0))>>;
-  // Without pointwise ops the last scatter may write dx itself when dx holds acc_t.
-  constexpr bool direct_ok = std::is_same_v<dx_t, acc_t>;
-  const Affine<acc_t> first = rotate ? g.rotate(o, base) : g.scale(o, base);
+  const acc_t* base = fill_base_table_at(SerialExec{}, ws + L.base, g);
+  const RowTaps<acc_t> taps = RowTaps<acc_t>::at(ws + L.taps, g.W);
+  const Padded<acc_t> p0{ws, g.H, g.W}, p1{ws + L.pad, g.H, g.W};
+  scatter_padded(dy, p0, rotate ? g.rotate(o, base) : g.scale(o, base), g.C, taps);
+  Padded<acc_t> last = p0;
   if (scale && rotate) {
-    resample_transpose_scatter(dy, p0, first, g.C, taps);
-    if constexpr (direct_ok) {
-      if (!pointwise) {
-        resample_transpose_scatter(p0, dx, g.scale(o, base), g.C, taps);
-        return;
-      }
-    }
-    resample_transpose_scatter(p0, p1, g.scale(o, base), g.C, taps);
-    pointwise_transpose_rows(p1, dx, g, o, rowbuf);
-    return;
+    scatter_padded(p0.interior(), p1, g.scale(o, base), g.C, taps);
+    last = p1;
   }
-  if constexpr (direct_ok) {
-    if (!pointwise) {
-      resample_transpose_scatter(dy, dx, first, g.C, taps);
-      return;
-    }
+  if (pointwise) {
+    pointwise_transpose_rows(last.interior(), dx, g, o, rowbuf);
+  } else {
+    copy_image(last.interior(), dx, g.C, g.H, g.W);
   }
-  resample_transpose_scatter(dy, p0, first, g.C, taps);
-  pointwise_transpose_rows(p0, dx, g, o, rowbuf);
 }
 
 }  // namespace cpu

@@ -182,16 +182,21 @@ DSA_HOST_DEVICE DSA_INLINE void for_each_pixel(const Exec& ex, int H, int W, F&&
   }
 }
 
-// Fills the base-coordinate table of bilinear.h at ws[2 C H W ...] and returns it.
+// Fills the base-coordinate table of bilinear.h (W + H values) at `table` and returns it.
 template <typename Exec, typename acc_t>
-DSA_HOST_DEVICE const acc_t* fill_base_table(const Exec& ex, acc_t* ws, const ImageGeometry<acc_t>& g) {
-  acc_t* table = ws + 2 * g.C * g.hw();
+DSA_HOST_DEVICE const acc_t* fill_base_table_at(const Exec& ex, acc_t* table, const ImageGeometry<acc_t>& g) {
   for (int k = ex.begin(); k < g.W + g.H; k += ex.stride()) {
     table[k] = k < g.W ? base_coordinate<acc_t>(k, g.W, g.align_corners)
                        : base_coordinate<acc_t>(k - g.W, g.H, g.align_corners);
   }
   ex.sync();
   return table;
+}
+
+// The table in its place in the workspace of workspace_size(): ws[2 C H W ...].
+template <typename Exec, typename acc_t>
+DSA_HOST_DEVICE const acc_t* fill_base_table(const Exec& ex, acc_t* ws, const ImageGeometry<acc_t>& g) {
+  return fill_base_table_at(ex, ws + 2 * g.C * g.hw(), g);
 }
 
 template <typename Exec, typename acc_t, typename Src, typename Dst>

@@ -107,14 +107,32 @@ struct Affine {
   bool align_corners;
   const acc_t* base;  // the base-coordinate table (base_coordinate), W + H values
 
-  DSA_HOST_DEVICE DSA_INLINE acc_t unnormalise(acc_t g, int size) const {
-    return align_corners ? (g + acc_t(1)) * (acc_t(size - 1) * acc_t(0.5))
+  template <bool kAlignCorners>
+  DSA_HOST_DEVICE DSA_INLINE static acc_t unnormalise_as(acc_t g, int size) {
+    return kAlignCorners ? (g + acc_t(1)) * (acc_t(size - 1) * acc_t(0.5))
                          : (g + acc_t(1)) * (acc_t(size) * acc_t(0.5)) - acc_t(0.5);
   }
-  // Source location sampled by output pixel (i, j).
-  DSA_HOST_DEVICE DSA_INLINE Taps<acc_t> taps(int i, int j) const {
+  DSA_HOST_DEVICE DSA_INLINE acc_t unnormalise(acc_t g, int size) const {
+    return align_corners ? unnormalise_as<true>(g, size) : unnormalise_as<false>(g, size);
+  }
+  // Source location (X, Y) sampled at base coordinates (xn, yn); the _as forms take align_corners
+  // as a template parameter, so a loop over pixels has no branch (it vectorises).
+  template <bool kAlignCorners>
+  DSA_HOST_DEVICE DSA_INLINE acc_t x_as(acc_t xn, acc_t yn) const {
+    return unnormalise_as<kAlignCorners>(t00 * xn + t01 * yn, W);
+  }
+  template <bool kAlignCorners>
+  DSA_HOST_DEVICE DSA_INLINE acc_t y_as(acc_t xn, acc_t yn) const {
+    return unnormalise_as<kAlignCorners>(t10 * xn + t11 * yn, H);
+  }
+  // The taps of output pixel (i, j).
+  template <bool kAlignCorners>
+  DSA_HOST_DEVICE DSA_INLINE Taps<acc_t> taps_as(int i, int j) const {
     const acc_t xn = base[j], yn = base[W + i];
-    return Taps<acc_t>::at(unnormalise(t00 * xn + t01 * yn, W), unnormalise(t10 * xn + t11 * yn, H));
+    return Taps<acc_t>::at(x_as<kAlignCorners>(xn, yn), y_as<kAlignCorners>(xn, yn));
+  }
+  DSA_HOST_DEVICE DSA_INLINE Taps<acc_t> taps(int i, int j) const {
+    return align_corners ? taps_as<true>(i, j) : taps_as<false>(i, j);
   }
 };
 
