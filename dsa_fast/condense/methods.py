@@ -26,6 +26,7 @@ from .batched import match_loss_auto
 from .dm import dm_loss
 from .evaluate import train_epoch
 from .networks import get_network, has_batchnorm, set_batchnorm_statistics
+from .rng import global_rng_kept
 
 if TYPE_CHECKING:  # the run state; loop.py imports this module
     from .loop import _Run
@@ -54,15 +55,22 @@ class GradientMatching:
         uses_bn = has_batchnorm(net)
         scale = 1.0 / (k * cfg.outer_loop)
         total = torch.zeros((), device=run.device)
+        mine = run.dist.share(k)  # [distributed] the classes this process matches (every class alone)
         for ol in range(cfg.outer_loop):
             if uses_bn:
                 set_batchnorm_statistics(net, torch.cat([run.sample_real(c, BN_IMAGES_PER_CLASS) for c in range(k)]))
             reals = [run.sample_real(c, cfg.batch_real) for c in range(k)]
             syns = [run.image_syn[c * ipc:(c + 1) * ipc] for c in range(k)]
             seeds = torch.randint(0, DSA_SEED_RANGE, (k,), generator=run.control).tolist()
-            loss = match_loss_auto(net, reals, syns, list(range(k)), seeds, strategy, run.param, cfg.dis_metric)
+            # Every class is drawn above (the streams stay in step on every process); this process
+            # matches its slice. The seeded draws reseed torch's global generators: kept out of
+            # them, so the inner loop's draws do not depend on which classes were matched here.
+            with global_rng_kept(run.device):
+                loss = match_loss_auto(net, [reals[c] for c in mine], [syns[c] for c in mine], list(mine),
+                                       [seeds[c] for c in mine], strategy, run.param, cfg.dis_metric)
             run.opt_img.zero_grad(set_to_none=True)
             loss.backward(inputs=[run.image_syn])
+            run.dist.sum_grad(run.image_syn)  # [distributed] the gradient of every class, on every process
             run.opt_img.step()
             total += loss.detach() * scale
             if ol == cfg.outer_loop - 1:
@@ -70,7 +78,8 @@ class GradientMatching:
             syn_train = run.image_syn.detach().clone()
             for _ in range(cfg.inner_loop):
                 train_epoch(net, syn_train, run.label_syn, opt_net, cfg.batch_train, strategy, run.param)
-        return total
+            run.dist.same_module(net)  # [distributed] replicated training; rank 0's copy is the network
+        return run.dist.sum(total)  # [distributed] the loss of every class
 
 
 class DistributionMatching:
@@ -85,11 +94,18 @@ class DistributionMatching:
         reals = [run.sample_real(c, cfg.batch_real) for c in range(k)]
         syns = [run.image_syn[c * ipc:(c + 1) * ipc] for c in range(k)]
         seeds = torch.randint(0, DSA_SEED_RANGE, (k,), generator=run.control).tolist()
-        loss = dm_loss(net, reals, syns, seeds, cfg.strategy, run.param)
+        # [distributed] batch norm takes its statistics over every class's batch: not divisible.
+        split = not has_batchnorm(net)
+        mine = run.dist.share(k) if split else range(k)
+        loss = dm_loss(net, [reals[c] for c in mine], [syns[c] for c in mine], [seeds[c] for c in mine],
+                       cfg.strategy, run.param)
         run.opt_img.zero_grad(set_to_none=True)
         loss.backward(inputs=[run.image_syn])
+        if split:
+            run.dist.sum_grad(run.image_syn)
         run.opt_img.step()
-        return loss.detach() / k
+        loss = loss.detach()
+        return (run.dist.sum(loss) if split else loss) / k
 
 
 METHODS: Dict[str, Method] = {
