@@ -398,12 +398,13 @@ def _open_folder(run: _Run, resume: bool, ckpt_path: str) -> Optional[Dict[str, 
 
 
 def _write_last_complete(run: _Run, ckpt_path: str) -> Optional[int]:
-    """Rank 0 writes the state of the last complete iteration; its iteration (None: none yet)."""
+    """Rank 0 writes the state of the last complete iteration; its iteration (None: none written)."""
     state = run.last_complete
-    if state is not None and run.dist.writer:
-        with _signals_held(run.out):
-            save_checkpoint(ckpt_path, _on_cpu(state))
-    return None if state is None else state["iteration"]
+    if state is None or not run.dist.writer:
+        return None
+    with _signals_held(run.out):
+        save_checkpoint(ckpt_path, _on_cpu(state))
+    return state["iteration"]
 
 
 def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_iteration, md5s,
