@@ -37,7 +37,7 @@ from dsa_fast.condense.config import load_config
 from dsa_fast.condense.distributed import SINGLE, Processes
 
 PROG = "python -m dsa_fast.condense"
-FLAGS = ["--ipc", "2", "--outer-loop", "2", "--inner-loop", "1", "--iterations", "4", "--eval-every", "2",
+FLAGS = ["--ipc", "2", "--outer-loop", "2", "--inner-loop", "1", "--iterations", "4", "--eval-every", "0",
          "--model", "ConvNetW8", "--batch-real", "8", "--eval-models", "2", "--eval-epochs", "1",
          "--eval-mode", "sequential", "--seed", "3", "--checkpoint-every", "2", "--log-every", "1", "--device", "cpu",
          "--no-progress"]
@@ -109,6 +109,62 @@ def assert_same_run(a, b) -> None:
     assert sa["baseline_accuracies"] == sb["baseline_accuracies"]  # real images: no set involved
 
 
+# -- launching by hand ---------------------------------------------------------------------------
+
+# The command itself, with a hook that sends the process of rank $DIE_RANK the signal $DIE_SIGNAL
+# once its iteration $DIE_AT is complete: SIGKILL (dies, no handler, no goodbye) or SIGSTOP (hangs).
+_COMMAND = textwrap.dedent("""
+    import os, signal, sys
+    from dsa_fast.condense import cli
+    run = cli.condense
+    def condense(*args, **kwargs):
+        if os.environ["RANK"] == os.environ["DIE_RANK"]:
+            def hook(i):
+                if i == int(os.environ["DIE_AT"]):
+                    os.kill(os.getpid(), getattr(signal, os.environ["DIE_SIGNAL"]))
+            kwargs["on_iteration"] = hook
+        return run(*args, **kwargs)
+    cli.condense = condense
+    sys.exit(cli.main(sys.argv[1:], prog={prog!r}))
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_by_hand(script, args, cwd, die_rank: int, die_at: int, how: str = "SIGKILL", **env):
+    """Two processes with the environment torchrun would give them; (returncodes, stderrs, seconds
+    until the last of the other processes ended). The process of ``die_rank`` gets the signal
+    ``how`` after its iteration ``die_at``; one still there at the end (stopped) is killed."""
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, str(script), *args], cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env=_env(WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
+                                       MASTER_PORT=port, DIE_RANK=str(die_rank), DIE_AT=str(die_at),
+                                       DIE_SIGNAL=how, **env))
+             for r in range(2)]
+    start = time.monotonic()
+    errs = {}
+    try:
+        for r, p in enumerate(procs):
+            if r != die_rank:
+                errs[r] = p.communicate(timeout=LAUNCH_TIMEOUT)[1]
+        seconds = time.monotonic() - start
+        if 0 <= die_rank < len(procs):
+            if how == "SIGSTOP":
+                procs[die_rank].kill()
+            errs[die_rank] = procs[die_rank].communicate(timeout=LAUNCH_TIMEOUT)[1]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.returncode for p in procs], [errs.get(r, "") for r in range(len(procs))], seconds
+
+
 # -- the division of work ---------------------------------------------------------------------
 
 
@@ -165,62 +221,20 @@ def test_two_processes_end_as_one(tmp_path, reference):
 def test_dm_two_processes_end_as_one(tmp_path):
     torch.set_num_threads(1)
     one_process(tmp_path / "one", DM_FLAGS)
-    done = torchrun(2, [*DM_FLAGS, "--out", str(tmp_path / "two")], tmp_path, tmp_path / "logs")
-    assert done.returncode == 0, done.stderr[-3000:]
+    script = tmp_path / "condense.py"
+    script.write_text(_COMMAND.format(prog=PROG))
+    codes, errs, _ = launch_by_hand(script, [*DM_FLAGS, "--out", str(tmp_path / "two")], tmp_path, -1, 0)
+    assert codes == [0, 0], errs
     assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
-# -- a process dies ---------------------------------------------------------------------------
-
-# The command itself, with a hook that kills the process of rank $DIE_RANK (SIGKILL: no handler, no
-# goodbye) once its iteration $DIE_AT is complete.
-_DIE = textwrap.dedent("""
-    import os, signal, sys
-    from dsa_fast.condense import cli
-    run = cli.condense
-    def condense(*args, **kwargs):
-        if os.environ["RANK"] == os.environ["DIE_RANK"]:
-            def hook(i):
-                if i == int(os.environ["DIE_AT"]):
-                    os.kill(os.getpid(), signal.SIGKILL)
-            kwargs["on_iteration"] = hook
-        return run(*args, **kwargs)
-    cli.condense = condense
-    sys.exit(cli.main(sys.argv[1:], prog={prog!r}))
-""")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_by_hand(script, args, cwd, die_rank: int, die_at: int):
-    """Two processes with the environment torchrun would give them; (returncodes, stderrs, seconds)."""
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(script), *args], cwd=cwd, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env=_env(WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
-                                       MASTER_PORT=port, DIE_RANK=str(die_rank), DIE_AT=str(die_at)))
-             for r in range(2)]
-    start = time.monotonic()
-    errs = []
-    try:
-        for p in procs:
-            errs.append(p.communicate(timeout=LAUNCH_TIMEOUT)[1])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return [p.returncode for p in procs], errs, time.monotonic() - start
+# -- a process dies or hangs ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("die_rank", [1, 0])
 def test_a_dead_process_stops_the_job_and_its_checkpoint_resumes(tmp_path, reference, die_rank):
     script = tmp_path / "die.py"
-    script.write_text(_DIE.format(prog=PROG))
+    script.write_text(_COMMAND.format(prog=PROG))
     out = tmp_path / "run"
     codes, errs, seconds = launch_by_hand(script, [*FLAGS, "--out", str(out)], tmp_path, die_rank, die_at=3)
     alive = 1 - die_rank
@@ -250,3 +264,20 @@ def test_a_dead_process_stops_the_job_and_its_checkpoint_resumes(tmp_path, refer
         assert codes == [0, 0], errs
         assert summary(resumed)["processes"] == 2
     assert_same_run(reference, resumed)
+
+
+def test_a_hanging_process_stops_the_job_after_the_timeout(tmp_path):
+    """A process that stops answering (SIGSTOP: alive, connections open) is given up after
+    $DSA_FAST_DIST_TIMEOUT seconds, here 10."""
+    script = tmp_path / "die.py"
+    script.write_text(_COMMAND.format(prog=PROG))
+    out = tmp_path / "run"
+    codes, errs, seconds = launch_by_hand(script, [*FLAGS, "--out", str(out)], tmp_path, 1, 3, "SIGSTOP",
+                                          DSA_FAST_DIST_TIMEOUT="10")
+    assert codes[0] == 1, (codes, errs)
+    lines = [line for line in errs[0].splitlines() if "error" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: process 0 of 2: "), errs[0]
+    assert "another process of the job stopped or cannot be reached" in lines[0]
+    assert "checkpoint of iteration 3 written" in lines[0]
+    assert seconds >= 10, seconds  # it waited for the timeout, not less
+    assert load_checkpoint(str(out / "checkpoint.pt"))["iteration"] == 3
