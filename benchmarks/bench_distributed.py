@@ -11,6 +11,11 @@ The rows alternate within each round (so a change of machine load hits all of th
 iteration is left out (warm-up); the figure of a run is the median of its other iterations, and the
 table shows the median over rounds (min-max). Speed-up and efficiency are against 1 process x 1 thread
 (efficiency = speed-up / cores used). Prints the load average before and after.
+
+Two clocks: wall seconds per iteration (what a user waits; on a machine busy with other work a process
+gets only part of a core, so this is noisy), and CPU seconds per iteration of the busiest process
+(``time.process_time``: all threads of that process), which measures how the work divides whatever
+the load: with perfect division two processes each spend half the CPU seconds of one.
 """
 from __future__ import annotations
 
@@ -36,10 +41,10 @@ def worker(argv) -> None:
     cfg = CondenseConfig(**json.loads(argv[0]))
     dist = distributed.launch(cfg.device)
     stamps = []
-    condense(cfg, dist=dist, progress=False, on_iteration=lambda i: stamps.append(time.perf_counter()))
-    if dist.writer:
-        with open(os.environ[WORKER], "w") as f:
-            json.dump({"stamps": stamps, "threads": torch.get_num_threads()}, f)
+    condense(cfg, dist=dist, progress=False,
+             on_iteration=lambda i: stamps.append((time.perf_counter(), time.process_time())))
+    with open(f"{os.environ[WORKER]}.{dist.rank}", "w") as f:
+        json.dump({"stamps": stamps, "threads": torch.get_num_threads()}, f)
     distributed.finish(dist)
 
 
@@ -49,8 +54,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(processes: int, threads: int, cfg: dict, folder: str) -> float:
-    """One run; the median seconds of its iterations after the first."""
+def _median_step(stamps, clock: int) -> float:
+    return statistics.median(b[clock] - a[clock] for a, b in zip(stamps, stamps[1:]))
+
+
+def run(processes: int, threads: int, cfg: dict, folder: str):
+    """One run: (median wall seconds of its iterations after the first, on rank 0; median CPU
+    seconds of those iterations, of the busiest process)."""
     timings = os.path.join(folder, "timings.json")
     cfg = dict(cfg, out=os.path.join(folder, "run"))
     base = dict(os.environ, OMP_NUM_THREADS=str(threads), **{WORKER: timings})
@@ -66,12 +76,13 @@ def run(processes: int, threads: int, cfg: dict, folder: str) -> float:
     codes = [p.wait() for p in procs]
     if any(codes):
         raise SystemExit(f"bench_distributed: a run failed (exit codes {codes})")
-    with open(timings) as f:
-        got = json.load(f)
-    if got["threads"] != threads:
-        raise SystemExit(f"bench_distributed: asked for {threads} threads, the run had {got['threads']}")
-    stamps = got["stamps"]
-    return statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+    got = []
+    for r in range(processes):
+        with open(f"{timings}.{r}") as f:
+            got.append(json.load(f))
+    if any(g["threads"] != threads for g in got):
+        raise SystemExit(f"bench_distributed: asked for {threads} threads, the runs had {[g['threads'] for g in got]}")
+    return _median_step(got[0]["stamps"], 0), max(_median_step(g["stamps"], 1) for g in got)
 
 
 def load() -> str:
@@ -98,20 +109,26 @@ def main() -> None:
     print(f"load average before: {load()}")
     print(f"config: {json.dumps(cfg)}")
     times = {name: [] for name, _, _ in ROWS}
+    cpu = {name: [] for name, _, _ in ROWS}
     for r in range(a.rounds):
         for name, processes, threads in ROWS:
             with tempfile.TemporaryDirectory() as folder:
-                t = run(processes, threads, cfg, folder)
+                t, c = run(processes, threads, cfg, folder)
             times[name].append(t)
-            print(f"round {r + 1}: {name}: {t:.3f} s/iteration", flush=True)
+            cpu[name].append(c)
+            print(f"round {r + 1}: {name}: {t:.3f} s/iteration wall, {c:.3f} CPU s/iteration (busiest process)",
+                  flush=True)
     print(f"load average after: {load()}")
-    base = statistics.median(times[ROWS[0][0]])
-    print("\n| run | s / iteration, median (min-max) | speed-up | efficiency |\n|---|---|---|---|")
+    base, base_cpu = statistics.median(times[ROWS[0][0]]), statistics.median(cpu[ROWS[0][0]])
+    print("\n| run | wall s / iteration, median (min-max) | speed-up | efficiency "
+          "| CPU s / iteration, busiest process | work division: CPU s of 1x1 / (processes x CPU s of the busiest) |"
+          "\n|---|---|---|---|---|---|")
     for name, processes, threads in ROWS:
-        m = statistics.median(times[name])
+        m, mc = statistics.median(times[name]), statistics.median(cpu[name])
         cores = processes * threads
         print(f"| {name} | {m:.3f} ({min(times[name]):.3f}-{max(times[name]):.3f}) | {base / m:.2f}x | "
-              f"{100 * base / m / cores:.0f} % |")
+              f"{100 * base / m / cores:.0f} % | {mc:.3f} ({min(cpu[name]):.3f}-{max(cpu[name]):.3f}) | "
+              f"{100 * base_cpu / processes / mc:.0f} % |")
 
 
 if __name__ == "__main__":

@@ -181,9 +181,12 @@ def _signals_interrupt(caught: List[int]):
                 signal.signal(s, handler)
 
 
-def interrupted_line(prog: str, signum: int, e: RunInterrupted) -> str:
-    """The one line printed after an interrupted run: what was kept and the command that continues."""
+def interrupted_line(prog: str, signum: int, e: RunInterrupted, processes: int = 1) -> str:
+    """The one line printed after an interrupted run: what was kept and the command that continues.
+    ``processes`` > 1: a job's rank 0, where SIGTERM is how torchrun stops the job."""
     what = signal.Signals(signum).name
+    if processes > 1 and signum == signal.SIGTERM:
+        what += ": the launcher stopped the job (another process failed, or the launcher was stopped)"
     resume = f"{prog} --resume {shlex.quote(e.out)}"
     if e.iteration is None:
         return f"{prog}: interrupted ({what}) before the first iteration; resume (from iteration 0) with: {resume}"
@@ -250,7 +253,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     except RunInterrupted as e:
         signum = caught[0] if caught else signal.SIGINT
         if dist.writer:
-            print(interrupted_line(prog, signum, e), file=sys.stderr)
+            print(interrupted_line(prog, signum, e, dist.size), file=sys.stderr)
         return 128 + signum
     except KeyboardInterrupt:  # before the run folder was touched (while the data loaded)
         signum = caught[0] if caught else signal.SIGINT
