@@ -57,12 +57,13 @@ def _env(**extra) -> dict:
     return env
 
 
-def torchrun(n: int, args, cwd, logs) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc-per-node n -m dsa_fast.condense args``; each process's output
-    goes to ``logs/<run>/attempt_0/<local rank>/std{out,err}.log``."""
+def torchrun(n: int, args, cwd, logs, script=None, **env) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node n -m dsa_fast.condense args`` (or ``script args``);
+    each process's output goes to ``logs/<run>/attempt_0/<local rank>/std{out,err}.log``."""
+    what = ["-m", "dsa_fast.condense"] if script is None else [str(script)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
-           "--log-dir", str(logs), "--redirects", "3", "-m", "dsa_fast.condense", *args]
-    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+           "--log-dir", str(logs), "--redirects", "3", *what, *args]
+    return subprocess.run(cmd, cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
 
 
 def rank_log(logs, rank: int, stream: str) -> str:
@@ -280,4 +281,22 @@ def test_a_hanging_process_stops_the_job_after_the_timeout(tmp_path):
     assert "another process of the job stopped or cannot be reached" in lines[0]
     assert "checkpoint of iteration 3 written" in lines[0]
     assert seconds >= 10, seconds  # it waited for the timeout, not less
+    assert load_checkpoint(str(out / "checkpoint.pt"))["iteration"] == 3
+
+
+def test_under_torchrun_a_dead_process_ends_the_job(tmp_path):
+    """torchrun's agent sees the dead process and stops the other (SIGTERM), or the other's next
+    collective fails first: either way rank 0 writes the last complete iteration and says so, and
+    torchrun ends with an error naming rank 1."""
+    script = tmp_path / "die.py"
+    script.write_text(_COMMAND.format(prog=PROG))
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    done = torchrun(2, [*FLAGS, "--out", str(out)], tmp_path, logs, script=script, DIE_RANK="1", DIE_AT="3",
+                    DIE_SIGNAL="SIGKILL")
+    assert done.returncode != 0
+    assert "rank      : 1 (local_rank: 1)" in done.stderr and "SIGKILL" in done.stderr, done.stderr[-3000:]
+    said = [line for line in rank_log(logs, 0, "stderr").splitlines() if line.startswith(PROG)]
+    assert len(said) == 1, said
+    assert ("checkpoint of iteration 3/4 written" in said[0] and "the launcher stopped the job" in said[0]) or \
+        ("checkpoint of iteration 3 written" in said[0] and "another process of the job stopped" in said[0]), said
     assert load_checkpoint(str(out / "checkpoint.pt"))["iteration"] == 3

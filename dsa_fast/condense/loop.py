@@ -402,8 +402,7 @@ def _write_last_complete(run: _Run, ckpt_path: str) -> Optional[int]:
     state = run.last_complete
     if state is None or not run.dist.writer:
         return None
-    with _signals_held(run.out):
-        save_checkpoint(ckpt_path, _on_cpu(state))
+    save_checkpoint(ckpt_path, _on_cpu(state))
     return state["iteration"]
 
 
@@ -429,10 +428,13 @@ def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_it
                         cfg.device, on, out)
         logger.info("data: %s", data_description(cfg))
         return _iterate(run, ckpt_path, progress, on_iteration)
-    except KeyboardInterrupt:
-        raise RunInterrupted(out, _write_last_complete(run, ckpt_path), cfg.iterations) from None
-    except ProcessGroupError as e:  # [distributed] another process is gone: keep what is complete
-        e.iteration = _write_last_complete(run, ckpt_path)
+    except (KeyboardInterrupt, ProcessGroupError) as e:  # [distributed] or another process is gone
+        # One clause: under torchrun a SIGTERM may follow a failed collective at once.
+        with _signals_held(out):
+            iteration = _write_last_complete(run, ckpt_path)
+        if isinstance(e, KeyboardInterrupt):
+            raise RunInterrupted(out, iteration, cfg.iterations) from None
+        e.iteration = iteration
         raise
 
 
