@@ -272,9 +272,14 @@ class Processes:
         finally:
             log.setLevel(level)
 
-    def describe(self) -> dict:
-        """What config.json and summary.json record about the processes that ran."""
-        return {"processes": self.size, "backend": self.backend or None}
+    def describe(self, device: str) -> dict:
+        """What config.json and summary.json record about the processes that ran a ``device`` run:
+        their number and the backend that carried the run's tensors (None without a process group)."""
+        backend: Optional[str] = self.backend or None
+        if backend is not None and ":" in backend:  # e.g. 'cpu:gloo,cuda:nccl': the one for the device
+            by_type = dict(part.split(":", 1) for part in backend.split(","))
+            backend = by_type.get(torch.device(device).type, backend)
+        return {"processes": self.size, "backend": backend}
 
 
 SINGLE = Processes(0, 1)

@@ -17,6 +17,10 @@ Differences from the official main.py, all deliberate:
 - Host syncs happen only at logging, checkpoint and evaluation points; the loss is accumulated on
   the device.
 
+Several processes (torchrun; ``distributed.py``, docs/distributed.md): the hooks marked
+``[distributed]`` divide the evaluation networks, leave the run folder to rank 0, and hand rank 0's
+checkpoint to every process on resume; every process holds the whole run state.
+
 Interruption (Ctrl-C, or SIGTERM where the command maps it to KeyboardInterrupt): after every
 complete iteration the run keeps a copy of its state on the device (``_Run.snapshot``, no host sync);
 a KeyboardInterrupt anywhere in the loop or the final evaluation writes that copy as the checkpoint
@@ -390,7 +394,7 @@ def _open_folder(run: _Run, resume: bool, ckpt_path: str) -> Optional[Dict[str, 
         if not resume:
             save_config(cfg.replace(device=run.dist.saved_device(cfg.device)), os.path.join(out, CONFIG), meta={
                 "dsa_fast": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
-                **run.dist.describe()})
+                **run.dist.describe(cfg.device)})
         write_jsonl(os.path.join(out, METRICS), [])
         return None
     except OSError as e:
@@ -500,7 +504,7 @@ def _iterate(run: _Run, ckpt_path: str, progress: Optional[bool], on_iteration) 
     summary["condense_seconds"] = round(run.train_seconds, 3)
     summary["device"] = cfg.device
     summary["seed"] = cfg.seed
-    summary.update(run.dist.describe())  # [distributed] the processes that ran the last part
+    summary.update(run.dist.describe(cfg.device))  # [distributed] the processes that ran the last part
     if run.dist.writer:
         write_json(os.path.join(out, SUMMARY), summary)
     return RunResult(out, run.image_syn.detach().cpu(), run.label_syn.cpu(), run.metrics, summary)

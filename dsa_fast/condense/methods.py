@@ -14,6 +14,10 @@ them), then calls ``method.iteration(run)``, which updates ``run.image_syn`` wit
   as the official ``--method DC``. (Evaluation still trains with the run's DSA strategy.)
 - ``dm``: distribution matching (``dm.dm_loss``): one image step per iteration against a fresh
   network with frozen parameters. Loss reported: mean per class.
+
+With several processes (``run.dist``, distributed.py; hooks marked ``[distributed]``) each process
+matches its share of the classes, the image gradient and the loss are summed over the processes,
+and everything else (draws, network, inner loop) is replicated.
 """
 from __future__ import annotations
 
