@@ -225,6 +225,15 @@ def test_two_processes_end_as_one(tmp_path, reference):
     assert "on 2 processes" in rank_log(logs, 0, "stderr") and "condensed" in rank_log(logs, 0, "stdout")
     assert rank_log(logs, 1, "stderr") == "" and rank_log(logs, 1, "stdout") == ""
 
+    # An error found by rank 0 (here: the folder holds a finished run) stops every process; rank 0
+    # says it, once.
+    again = torchrun(2, [*FLAGS, "--out", str(out)], tmp_path, tmp_path / "logs-again")
+    assert again.returncode != 0
+    said = rank_log(tmp_path / "logs-again", 0, "stderr").strip().splitlines()
+    assert said == [f"{PROG}: error: {out} already holds a finished run (summary.json); choose another --out "
+                    f"(or delete {out})"], said
+    assert rank_log(tmp_path / "logs-again", 1, "stderr") == ""
+
 
 def test_dm_two_processes_end_as_one(tmp_path):
     torch.set_num_threads(1)

@@ -240,6 +240,15 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         print(f"{prog}: error: {_strip_prefix(e)}", file=sys.stderr)
         return 1
     logging.basicConfig(level=logging.INFO if dist.writer else logging.ERROR, format="%(message)s")
+    try:
+        return _run(dist, prog, given, resume_dir, progress)
+    finally:
+        distributed.finish(dist)
+
+
+def _run(dist: distributed.Processes, prog: str, given: Dict[str, Any], resume_dir: Optional[str],
+         progress: Optional[bool]) -> int:
+    """The run of ``main`` once the job is joined: its exit status; what it prints."""
     caught: List[int] = []
     cfg: Optional[CondenseConfig] = None
     try:
@@ -265,13 +274,15 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         print(process_lost_line(prog, e, cfg), file=sys.stderr)
         return 1
     except (DatasetError, CheckpointError, RunDirError, ValueError) as e:
-        if dist.writer or not getattr(e, "shared_error", False):  # rank 0 says what every process has
+        if getattr(e, "shared_error", False):  # every process has it: rank 0 says it
+            if dist.writer:
+                print(f"{prog}: error: {_strip_prefix(e)}", file=sys.stderr)
+        else:
             print(f"{prog}: error: {where(dist)}{_strip_prefix(e)}", file=sys.stderr)
         return 1
     except OSError as e:  # e.g. the disk filled up while writing an output
         print(f"{prog}: error: {where(dist)}{e}", file=sys.stderr)
         return 1
-    distributed.finish(dist)
     if not dist.writer:
         return 0
     s = result.summary

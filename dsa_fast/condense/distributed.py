@@ -101,11 +101,11 @@ def launch(device: Optional[str]) -> "Processes":
 
 
 def finish(processes: "Processes") -> None:
-    """Leave the job (after a clean end; a failed job's processes just exit)."""
+    """Leave the job that ``launch`` joined (its threads would otherwise be torn down at exit)."""
     import torch.distributed as dist
 
-    if processes.size > 1 or (dist.is_available() and dist.is_initialized()):
-        with contextlib.suppress(Exception):
+    if processes is not SINGLE and dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):  # a job that lost a process: its group may be broken
             dist.destroy_process_group()
 
 
@@ -241,17 +241,19 @@ class Processes:
         if self.size == 1:
             return fn(*args, **kwargs)
         outcome: Any = None
+        error: Optional[Exception] = None
         if self.writer:
             try:
                 outcome = (True, fn(*args, **kwargs))
             except Exception as e:  # handed to every process, raised there
-                outcome = (False, e)
+                error = e
                 try:
-                    pickle.dumps(e)
+                    outcome = (False, pickle.loads(pickle.dumps(e)))
                 except Exception:
                     outcome = (False, RuntimeError(f"{type(e).__name__}: {e}"))
         ok, value = self.broadcast(outcome)
         if not ok:
+            value = error if error is not None else value  # rank 0 raises its own
             value.shared_error = True
             raise value
         return value
