@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from condense_helpers import REPO, _one_thread  # noqa: F401
-from dsa_fast.condense import cli, condense
+from dsa_fast.condense import cli
 from dsa_fast.condense.checkpoint import load_checkpoint
 from dsa_fast.condense.config import load_config
 from dsa_fast.condense.distributed import SINGLE, Processes
