@@ -28,6 +28,7 @@ from dsa_fast.condense.config import load_config
 from dsa_fast.condense.loop import _Run
 from dsa_fast.condense.matching import match_loss
 from dsa_fast.condense.networks import ConvNet
+from dsa_fast.condense.rng import global_rng_kept
 from dsa_fast.condense.steps import KEY_MASK, MatchingSteps, class_keys
 
 STRATEGY = "color_crop_cutout_scale_rotate"
@@ -156,9 +157,12 @@ def test_resume_accepts_compile_and_device(tmp_path, capsys):
 
 
 def _plain_iteration(net, img, opt_img, reals, seeds, labels, param, lr_net, batch, k, ipc):
-    """The loop as written before the steps existed: autograd backward and torch.optim."""
+    """The loop with autograd backward and torch.optim. The matching's seeded draws leave torch's
+    global generators as they were (rng.global_rng_kept), so the inner loop's draws do not depend on
+    which classes a process matched."""
     syns = [img[c * ipc:(c + 1) * ipc] for c in range(k)]
-    loss = match_loss(net, reals, syns, list(range(k)), seeds, STRATEGY, param, "ours")
+    with global_rng_kept("cpu"):
+        loss = match_loss(net, reals, syns, list(range(k)), seeds, STRATEGY, param, "ours")
     opt_img.zero_grad(set_to_none=True)
     loss.backward(inputs=[img])
     opt_img.step()

@@ -33,6 +33,8 @@ from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 from .config import (COMPILE, DATASETS, DIS_METRICS, INITS, METHODS, PUBLISHED_STRATEGY, RNGS, CondenseConfig,
                      check_device, default_device, default_out, load_config, main_job_config, resolve)
 from .data import INFO, DatasetError, load_tensors
+from . import distributed
+from .distributed import ProcessGroupError
 from .evaluate import evaluate_set, mean_std, random_real_subset
 from .ensemble import MODES as EVAL_MODES
 from .loop import RunDirError, RunInterrupted, condense
@@ -185,9 +187,12 @@ def _signals_interrupt(caught: List[int]):
                 signal.signal(s, handler)
 
 
-def interrupted_line(prog: str, signum: int, e: RunInterrupted) -> str:
-    """The one line printed after an interrupted run: what was kept and the command that continues."""
+def interrupted_line(prog: str, signum: int, e: RunInterrupted, processes: int = 1) -> str:
+    """The one line printed after an interrupted run: what was kept and the command that continues.
+    ``processes`` > 1: a job's rank 0, where SIGTERM is how torchrun stops the job."""
     what = signal.Signals(signum).name
+    if processes > 1 and signum == signal.SIGTERM:
+        what += ": the launcher stopped the job (another process failed, or the launcher was stopped)"
     resume = f"{prog} --resume {shlex.quote(e.out)}"
     if e.iteration is None:
         return f"{prog}: interrupted ({what}) before the first iteration; resume (from iteration 0) with: {resume}"
@@ -218,11 +223,14 @@ def _resume_config(resume_dir: str, given: Dict[str, Any]) -> CondenseConfig:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
-    """``dsa-condense`` (``prog`` None: named as invoked) and ``python -m dsa_fast.condense``."""
+    """``dsa-condense`` (``prog`` None: named as invoked) and ``python -m dsa_fast.condense``.
+
+    Started by torchrun (``WORLD_SIZE`` set), the process joins the job and runs its part of one
+    condensation (docs/distributed.md); rank 0 prints and writes, the others print errors only.
+    """
     parser = build_parser(prog)
     prog = parser.prog
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     given = vars(args)
     progress = given.pop("progress")
     resume_dir = given.pop("resume", None)
@@ -237,28 +245,57 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         except ValueError as e:
             print(f"{prog}: error: argument --device: {_strip_prefix(e)}", file=sys.stderr)
             return 2
+    try:
+        dist = distributed.launch(given.get("device"))  # [distributed] SINGLE unless started by torchrun
+    except (ProcessGroupError, ValueError) as e:
+        print(f"{prog}: error: {_strip_prefix(e)}", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=logging.INFO if dist.writer else logging.ERROR, format="%(message)s")
+    try:
+        return _run(dist, prog, given, resume_dir, progress)
+    finally:
+        distributed.finish(dist)
+
+
+def _run(dist: distributed.Processes, prog: str, given: Dict[str, Any], resume_dir: Optional[str],
+         progress: Optional[bool]) -> int:
+    """The run of ``main`` once the job is joined: its exit status; what it prints."""
     caught: List[int] = []
+    cfg: Optional[CondenseConfig] = None
     try:
         with _signals_interrupt(caught):
             if resume_dir is not None:
-                result = condense(_resume_config(resume_dir, given), resume=True, progress=progress)
+                cfg = dist.on_writer(_resume_config, resume_dir, given)
+                result = condense(cfg, resume=True, progress=progress, dist=dist)
             else:
-                result = condense(config_from_args(given), progress=progress)
+                cfg = dist.on_writer(config_from_args, given)
+                result = condense(cfg, progress=progress, dist=dist)
     except RunInterrupted as e:
         signum = caught[0] if caught else signal.SIGINT
-        print(interrupted_line(prog, signum, e), file=sys.stderr)
+        if dist.writer:
+            print(interrupted_line(prog, signum, e, dist.size), file=sys.stderr)
         return 128 + signum
     except KeyboardInterrupt:  # before the run folder was touched (while the data loaded)
         signum = caught[0] if caught else signal.SIGINT
-        print(f"{prog}: interrupted ({signal.Signals(signum).name}) before the run started; nothing was written",
-              file=sys.stderr)
+        if dist.writer:
+            print(f"{prog}: interrupted ({signal.Signals(signum).name}) before the run started; nothing was written",
+                  file=sys.stderr)
         return 128 + signum
+    except ProcessGroupError as e:
+        print(process_lost_line(prog, e, cfg), file=sys.stderr)
+        return 1
     except (DatasetError, CheckpointError, RunDirError, ValueError) as e:
-        print(f"{prog}: error: {_strip_prefix(e)}", file=sys.stderr)
+        if getattr(e, "shared_error", False):  # every process has it: rank 0 says it
+            if dist.writer:
+                print(f"{prog}: error: {_strip_prefix(e)}", file=sys.stderr)
+        else:
+            print(f"{prog}: error: {where(dist)}{_strip_prefix(e)}", file=sys.stderr)
         return 1
     except OSError as e:  # e.g. the disk filled up while writing an output
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {where(dist)}{e}", file=sys.stderr)
         return 1
+    if not dist.writer:
+        return 0
     s = result.summary
     if s.get("accuracy_mean") is not None:
         print(
@@ -271,6 +308,25 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     else:
         print(f"condensed set written to {result.out} (no evaluation)")
     return 0
+
+
+def where(dist: distributed.Processes) -> str:
+    """``process r of K: `` in a multi-process job (which process says it), else nothing."""
+    return "" if dist.size == 1 else f"process {dist.rank} of {dist.size}: "
+
+
+def process_lost_line(prog: str, e: ProcessGroupError, cfg: Optional[CondenseConfig]) -> str:
+    """The line every surviving process prints when the job lost one of its processes."""
+    line = (f"{prog}: error: process {e.rank} of {e.size}: {_strip_prefix(e)}: another process of the job "
+            f"stopped or cannot be reached; the job stops")
+    if cfg is None or cfg.out is None:
+        return line
+    out = cfg.out
+    if e.iteration is not None:
+        line += f"; checkpoint of iteration {e.iteration} written to {os.path.join(out, CHECKPOINT_NAME)}"
+    elif e.rank != 0:
+        line += f"; rank 0 keeps the last checkpoint in {out}"
+    return line + f"; resume (with any number of processes) with: {prog} --resume {shlex.quote(out)}"
 
 
 # -- python -m dsa_fast.evaluate ----------------------------------------------------------------

@@ -133,9 +133,12 @@ def evaluate_set(
     param: Optional[ParamDiffAug] = None,
     mode: str = "auto",
     on_pass: Optional[Callable[[int], None]] = None,
+    models: Optional[Sequence[int]] = None,
 ) -> List[float]:
     """Test accuracies of ``n_models`` networks trained on the set; model k uses the stream
     (seed, STREAM_EVAL, k), so two sets evaluated with the same seed get paired models.
+    ``models``: train only the networks of these indices (a process's share of them; default
+    all ``n_models``), in that order.
 
     ``mode``: 'ensemble' trains the networks together in groups (``ensemble.train_ensemble``; each
     ends as it would alone; ``ensemble.group_size`` networks per group), 'sequential' one after
@@ -146,15 +149,16 @@ def evaluate_set(
     """
     if mode not in MODES:
         raise ValueError(f"dsa_fast.condense: unknown evaluation mode {mode!r}; expected one of {MODES}")
-    if n_models <= 0:
+    indices = range(n_models) if models is None else models
+    if n_models <= 0 or not indices:
         return []
     device = test.images.device
     info = test.info
-    seeds = [derive_seed(seed, STREAM_EVAL, k) for k in range(n_models)]
+    seeds = [derive_seed(seed, STREAM_EVAL, k) for k in indices]
     size = group_size(images.shape[0], batch_train, device)
     if mode == "auto":
         # A group of one network is the sequential path with extra reshapes: take the original.
-        grouped = size > 1 and n_models > 1
+        grouped = size > 1 and len(seeds) > 1
         mode = "ensemble" if grouped and model_supports_ensemble(model, info.channel, info.num_classes,
                                                                  info.im_size) else "sequential"
     if mode == "sequential":
@@ -166,7 +170,7 @@ def evaluate_set(
         return torch.stack(accs).cpu().tolist()
     images, labels = images.detach().to(device), labels.to(device)
     out: List[Tensor] = []
-    for first in range(0, n_models, size):
+    for first in range(0, len(seeds), size):
         template, params = train_ensemble(images, labels, model=model, num_classes=info.num_classes,
                                           seeds=seeds[first:first + size], epochs=epochs, lr=lr,
                                           batch_train=batch_train, strategy=strategy, param=param,

@@ -17,6 +17,10 @@ Differences from the official main.py, all deliberate:
 - Host syncs happen only at logging, checkpoint and evaluation points; the loss is accumulated on
   the device.
 
+Several processes (torchrun; ``distributed.py``, docs/distributed.md): the hooks marked
+``[distributed]`` divide the evaluation networks, leave the run folder to rank 0, and hand rank 0's
+checkpoint to every process on resume; every process holds the whole run state.
+
 Interruption (Ctrl-C, or SIGTERM where the command maps it to KeyboardInterrupt): after every
 complete iteration the run keeps a copy of its state on the device (``_Run.snapshot``, no host sync);
 a KeyboardInterrupt anywhere in the loop or the final evaluation writes that copy as the checkpoint
@@ -43,6 +47,8 @@ from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, con
     rng_state, save_checkpoint, set_rng_state
 from .config import SAVED_BEFORE, CondenseConfig, resolve, save_config
 from .data import load_tensors
+from . import distributed
+from .distributed import ProcessGroupError, Processes
 from .evaluate import evaluate_set, mean_std, random_real_subset
 from .methods import get_method
 from .outputs import CONFIG, METRICS, SUMMARY, SYNTHETIC, SYNTHETIC_PNG, append_jsonl, read_json, read_jsonl, save_png, \
@@ -123,8 +129,10 @@ class _Run:
     """The state of one run (data, synthetic set, optimiser, generators, metrics) and its steps;
     ``_condense`` drives it."""
 
-    def __init__(self, config: CondenseConfig, md5s=None, progress: Optional[bool] = None):
+    def __init__(self, config: CondenseConfig, md5s=None, progress: Optional[bool] = None,
+                 dist: Processes = distributed.SINGLE):
         self.cfg = config
+        self.dist = dist  # [distributed] this process's part in the job (distributed.py)
         self.progress = progress  # bar or log lines, for the evaluations too
         self.out = config.out
         self.device = torch.device(config.device)
@@ -132,6 +140,7 @@ class _Run:
         self.test = load_tensors(config.dataset, config.data_path, "test", self.device, md5s=md5s)
         info = self.info = self.train.info
         self.num_classes = info.num_classes
+        dist.check_classes(self.num_classes)
         self.class_indices = [torch.nonzero(self.train.labels == c).flatten() for c in range(self.num_classes)]
         counts = [int(i.numel()) for i in self.class_indices]
         if min(counts) == 0:
@@ -203,14 +212,18 @@ class _Run:
             "last_eval": list(self.last_eval),
         }
 
-    def restore(self, path: str) -> None:
-        state = load_checkpoint(path)
+    def check(self, state: Dict[str, Any], path: str) -> None:
+        """Refuse the checkpoint ``state`` (read from ``path``) unless it belongs to this run."""
         diff = config_mismatch({**SAVED_BEFORE, **state["identity"]}, self.cfg.identity())
         if diff:
             raise CheckpointError(f"{path} belongs to a different run configuration ({diff}); refusing to resume")
         if tuple(state["image_syn"].shape) != tuple(self.image_syn.shape):
             raise CheckpointError(f"{path}: synthetic set of shape {tuple(state['image_syn'].shape)}, expected "
                                   f"{tuple(self.image_syn.shape)}")
+
+    def restore(self, state: Dict[str, Any], path: str) -> None:
+        """Continue from ``state``, the checkpoint read from ``path``."""
+        self.check(state, path)
         with torch.no_grad():
             self.image_syn.copy_(state["image_syn"].to(self.device))
         self.opt_img.load_state_dict(state["opt_img"])
@@ -264,9 +277,11 @@ class _Run:
     def evaluate_images(self, images: Tensor, labels: Tensor, what: str) -> List[float]:
         """``evaluate_set`` with a progress report per network (a bar on a terminal)."""
         passes = self.cfg.eval_epochs + 1
-        with Progress(self.cfg.eval_models * passes, desc=f"{what}: training pass", unit="pass", log_every=passes,
+        mine = self.dist.share(self.cfg.eval_models)  # [distributed] this process's networks
+        with Progress(len(mine) * passes, desc=f"{what}: training pass", unit="pass", log_every=passes,
                       bar=self.progress, leave=False) as bar:
-            return evaluate_set(images, labels, self.test, on_pass=bar.update, **self.eval_kwargs())
+            accs = evaluate_set(images, labels, self.test, on_pass=bar.update, models=mine, **self.eval_kwargs())
+        return self.dist.gather(mine, accs, self.cfg.eval_models)
 
     def evaluate(self) -> Dict[str, Any]:
         it = self.iteration
@@ -290,8 +305,9 @@ class _Run:
         self.eval_loss.zero_()
         self.eval_count = 0
         self.last_eval = (it, self.train_seconds)
-        append_jsonl(os.path.join(self.out, METRICS), record)
-        self.save_set()
+        if self.dist.writer:
+            append_jsonl(os.path.join(self.out, METRICS), record)
+            self.save_set()
         logger.info("iteration %d: accuracy %.2f ± %.2f %% over %s%s", it, 100 * m, 100 * s,
                     plural(len(accs), "model"), note)
         return record
@@ -324,6 +340,7 @@ def condense(
     progress: Optional[bool] = None,
     on_iteration: Optional[Callable[[int], None]] = None,
     md5s=None,
+    dist: Optional[Processes] = None,
 ) -> RunResult:
     """Run DSA condensation as ``config`` says and write every output into ``config.out``.
 
@@ -331,12 +348,30 @@ def condense(
     match); a folder without a checkpoint yet starts from iteration 0. ``progress``: a tqdm bar
     (default: when stderr is a terminal), else log lines. ``on_iteration(i)`` is called after
     iteration i is complete and checkpointed (tests use it to interrupt a run). ``md5s`` is passed
-    to the data loaders (tests).
+    to the data loaders (tests). ``dist``: the job this process is part of (default
+    ``distributed.current()``: the initialised default process group, else this process alone;
+    docs/distributed.md); only its rank 0 reads and writes ``config.out`` and reports progress.
 
     A KeyboardInterrupt during the run writes the checkpoint of the last complete iteration and
     raises ``RunInterrupted`` (a KeyboardInterrupt); ``condense(config, resume=True)`` continues it.
     """
     cfg = resolve(config)
+    dist = distributed.current() if dist is None else dist
+    cfg = cfg.replace(device=dist.device(cfg.device))  # [distributed] several processes: the local rank's GPU
+    done = dist.on_writer(_prepare_out, cfg, resume)
+    if done is not None:
+        return done
+    device = torch.device(cfg.device)
+    fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    # The run seeds torch's global generators (and rng='device': the device's counter of unseeded
+    # draws) as it goes; the caller gets theirs back afterwards.
+    with torch.random.fork_rng(devices=fork_devices), _counter_kept(device, cfg.rng == "device"), dist.quiet():
+        return _condense(cfg, resume, progress if dist.writer else False, on_iteration, md5s, dist)
+
+
+def _prepare_out(cfg: CondenseConfig, resume: bool) -> Optional[RunResult]:
+    """Check the run folder before anything is loaded; the result of a finished run to resume."""
     out = cfg.out
     if resume:
         if not os.path.isdir(out):
@@ -349,13 +384,7 @@ def condense(
     else:
         _check_fresh_out(out)
     _check_writable(out)
-    device = torch.device(cfg.device)
-    fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
-    # The run seeds torch's global generators (and rng='device': the device's counter of unseeded
-    # draws) as it goes; the caller gets theirs back afterwards.
-    with torch.random.fork_rng(devices=fork_devices), _counter_kept(device, cfg.rng == "device"):
-        return _condense(cfg, resume, progress, on_iteration, md5s)
+    return None
 
 
 @contextlib.contextmanager
@@ -378,41 +407,66 @@ def data_description(cfg: CondenseConfig) -> str:
     return f"{cfg.dataset} files under {cfg.data_path}"
 
 
-def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_iteration, md5s) -> RunResult:
-    out = cfg.out
-    run = _Run(cfg, md5s=md5s, progress=progress)  # loads the data first: a missing file leaves no empty run folder
-    ckpt_path = os.path.join(out, CHECKPOINT_NAME)
-    state: Optional[Dict[str, Any]] = None  # the last complete iteration, written if interrupted
+def _open_folder(run: _Run, resume: bool, ckpt_path: str) -> Optional[Dict[str, Any]]:
+    """Make the run folder and write config.json (a new run), or read and check the checkpoint (a
+    resume); the checkpoint's state, or None to start from iteration 0."""
+    cfg, out = run.cfg, run.out
     try:
-        try:
-            os.makedirs(out, exist_ok=True)
-            restored = resume and os.path.exists(ckpt_path)
-            if restored:
-                run.restore(ckpt_path)
-                write_jsonl(os.path.join(out, METRICS), run.metrics)  # drop lines written after the checkpoint
-            else:
-                if not resume:
-                    save_config(cfg, os.path.join(out, CONFIG), meta={
-                        "dsa_fast": __version__, "torch": torch.__version__, "python": sys.version.split()[0]})
-                write_jsonl(os.path.join(out, METRICS), [])
-        except OSError as e:
-            raise RunDirError(f"cannot write the run folder {out}: {e.strerror or e}") from e
-        run.last_complete = run.snapshot()  # before anything is reported: an interrupt from now on keeps it
+        os.makedirs(out, exist_ok=True)
+        if resume and os.path.exists(ckpt_path):
+            state = load_checkpoint(ckpt_path)
+            run.check(state, ckpt_path)
+            write_jsonl(os.path.join(out, METRICS), list(state["metrics"]))  # drop lines written after it
+            return state
+        if not resume:
+            save_config(cfg.replace(device=run.dist.saved_device(cfg.device)), os.path.join(out, CONFIG), meta={
+                "dsa_fast": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
+                **run.dist.describe(cfg.device)})
+        write_jsonl(os.path.join(out, METRICS), [])
+        return None
+    except OSError as e:
+        raise RunDirError(f"cannot write the run folder {out}: {e.strerror or e}") from e
+
+
+def _write_last_complete(run: _Run, ckpt_path: str) -> Optional[int]:
+    """Rank 0 writes the state of the last complete iteration; its iteration (None: none written)."""
+    state = run.last_complete
+    if state is None or not run.dist.writer:
+        return None
+    save_checkpoint(ckpt_path, _on_cpu(state))
+    return state["iteration"]
+
+
+def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_iteration, md5s,
+              dist: Processes) -> RunResult:
+    out = cfg.out
+    # Loads the data first: a missing file leaves no empty run folder.
+    run = _Run(cfg, md5s=md5s, progress=progress, dist=dist)
+    ckpt_path = os.path.join(out, CHECKPOINT_NAME)
+    try:
+        state = dist.on_writer(_open_folder, run, resume, ckpt_path)  # [distributed] rank 0 reads, all restore
+        restored = state is not None
         if restored:
-            logger.info("resuming %s at iteration %d of %d", out, run.iteration, cfg.iterations)
+            run.restore(state, ckpt_path)
+        run.last_complete = run.snapshot()  # before anything is reported: an interrupt from now on keeps it
+        on = "" if dist.size == 1 else f" on {dist.size} processes"
+        if restored:
+            logger.info("resuming %s at iteration %d of %d%s", out, run.iteration, cfg.iterations, on)
         else:
-            logger.info("%s %s at %s for %s on %s -> %s",
+            logger.info("%s %s at %s for %s on %s%s -> %s",
                         "resuming (no checkpoint yet: from iteration 0)" if resume else "condensing",
                         cfg.dataset, plural(cfg.ipc, "image") + " per class", plural(cfg.iterations, "iteration"),
-                        cfg.device, out)
+                        cfg.device, on, out)
         logger.info("data: %s", data_description(cfg))
         return _iterate(run, ckpt_path, progress, on_iteration)
-    except KeyboardInterrupt:
-        state = run.last_complete
-        if state is not None:
-            with _signals_held(out):
-                save_checkpoint(ckpt_path, _on_cpu(state))
-        raise RunInterrupted(out, None if state is None else state["iteration"], cfg.iterations) from None
+    except (KeyboardInterrupt, ProcessGroupError) as e:  # [distributed] or another process is gone
+        # One clause: under torchrun a SIGTERM may follow a failed collective at once.
+        with _signals_held(out):
+            iteration = _write_last_complete(run, ckpt_path)
+        if isinstance(e, KeyboardInterrupt):
+            raise RunInterrupted(out, iteration, cfg.iterations) from None
+        e.iteration = iteration
+        raise
 
 
 def _iterate(run: _Run, ckpt_path: str, progress: Optional[bool], on_iteration) -> RunResult:
@@ -440,7 +494,7 @@ def _iterate(run: _Run, ckpt_path: str, progress: Optional[bool], on_iteration) 
             # Copied before it is reported: once "iteration i" shows, an interrupt keeps at least i.
             run.last_complete = run.snapshot()
             bar.update(1, note)
-            if run.iteration % cfg.checkpoint_every == 0 or run.iteration == cfg.iterations:
+            if (run.iteration % cfg.checkpoint_every == 0 or run.iteration == cfg.iterations) and run.dist.writer:
                 save_checkpoint(ckpt_path, _on_cpu(run.last_complete))
             if on_iteration is not None:
                 on_iteration(run.iteration)
@@ -448,7 +502,7 @@ def _iterate(run: _Run, ckpt_path: str, progress: Optional[bool], on_iteration) 
     final = None
     if evaluating:
         final = next((m for m in run.metrics if m["iteration"] == cfg.iterations), None) or run.evaluate()
-    else:
+    elif run.dist.writer:
         run.save_set()
     summary: Dict[str, Any] = {
         "dataset": cfg.dataset,
@@ -477,5 +531,7 @@ def _iterate(run: _Run, ckpt_path: str, progress: Optional[bool], on_iteration) 
     summary["condense_seconds"] = round(run.train_seconds, 3)
     summary["device"] = cfg.device
     summary["seed"] = cfg.seed
-    write_json(os.path.join(out, SUMMARY), summary)
+    summary.update(run.dist.describe(cfg.device))  # [distributed] the processes that ran the last part
+    if run.dist.writer:
+        write_json(os.path.join(out, SUMMARY), summary)
     return RunResult(out, run.image_syn.detach().cpu(), run.label_syn.cpu(), run.metrics, summary)

@@ -19,6 +19,10 @@ them), then calls ``method.iteration(run)``, which updates ``run.image_syn`` wit
 Per-class DiffAugment seeds: ``rng='compat'`` draws K ints per image step from the control stream
 (host values, the official draws); ``rng='device'`` keys class c by ``steps.class_keys`` from the
 run's step counter on the device (``run.key_step``, advanced once per image step).
+
+With several processes (``run.dist``, distributed.py; hooks marked ``[distributed]``) each process
+matches its share of the classes, the image gradient and the loss are summed over the processes,
+and everything else (draws, network, inner loop) is replicated.
 """
 from __future__ import annotations
 
@@ -57,7 +61,9 @@ class GradientMatching:
             run.steps = MatchingSteps(
                 net, run.image_syn, run.opt_img, num_classes=run.num_classes, ipc=cfg.ipc,
                 strategy=cfg.strategy if self.augment else "none", param=run.match_param, metric=cfg.dis_metric,
-                lr_net=cfg.lr_net, batch_train=cfg.batch_train, key_base=run.key_base, compile=cfg.compile)
+                lr_net=cfg.lr_net, batch_train=cfg.batch_train, key_base=run.key_base, compile=cfg.compile,
+                classes=run.dist.share(run.num_classes),  # [distributed]
+                sum_grad=run.dist.sum_ if run.dist.size > 1 else None)
         else:
             run.steps.reset(net)
         return run.steps
@@ -80,6 +86,8 @@ class GradientMatching:
                 loss = steps.outer_step(reals, run.key_step)
                 run.key_step.add_(1)
             else:
+                # Every class is drawn (the streams stay in step on every process); this process
+                # matches its slice (``steps.classes``).
                 loss = steps.outer_step(reals, torch.randint(0, DSA_SEED_RANGE, (k,), generator=run.control).tolist())
             total += loss * scale
             if ol == cfg.outer_loop - 1:
@@ -87,7 +95,8 @@ class GradientMatching:
             syn_train = run.image_syn.detach().clone()
             for _ in range(cfg.inner_loop):
                 steps.inner_epoch(syn_train, run.label_syn)
-        return total
+            run.dist.same_module(steps.net)  # [distributed] replicated training; rank 0's copy is the network
+        return run.dist.sum(total)  # [distributed] the loss of every class
 
 
 class DistributionMatching:
@@ -107,11 +116,18 @@ class DistributionMatching:
             run.key_step.add_(1)
         else:
             seeds = torch.randint(0, DSA_SEED_RANGE, (k,), generator=run.control).tolist()
-        loss = dm_loss(net, reals, syns, seeds, cfg.strategy, run.match_param)
+        # [distributed] batch norm takes its statistics over every class's batch: not divisible.
+        split = not has_batchnorm(net)
+        mine = run.dist.share(k) if split else range(k)
+        loss = dm_loss(net, [reals[c] for c in mine], [syns[c] for c in mine], [seeds[c] for c in mine],
+                       cfg.strategy, run.match_param)
         run.opt_img.zero_grad(set_to_none=True)
         loss.backward(inputs=[run.image_syn])
+        if split:
+            run.dist.sum_grad(run.image_syn)
         run.opt_img.step()
-        return loss.detach() / k
+        loss = loss.detach()
+        return (run.dist.sum(loss) if split else loss) / k
 
 
 METHODS: Dict[str, Method] = {

@@ -35,13 +35,23 @@ def generator(device, seed: int) -> torch.Generator:
 
 
 @contextlib.contextmanager
+def global_rng_kept(device) -> Iterator[None]:
+    """torch's global generators (the CPU one and ``device``'s) are restored after the block.
+
+    Seeded DiffAugment calls (rng='compat') reseed the global generators, as the official code does.
+    """
+    dev = torch.device(device)
+    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+@contextlib.contextmanager
 def global_rng_scope(device, seed: int) -> Iterator[None]:
     """Seed torch's global generators for the block, and restore their previous state afterwards.
 
     Network initialisation and DiffAugment's unseeded (seed=-1) draws use the global generators.
     """
-    dev = torch.device(device)
-    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with global_rng_kept(device):
         torch.manual_seed(seed)
         yield

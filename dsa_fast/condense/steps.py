@@ -30,7 +30,9 @@ Nothing here reads a device value back to the host.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+import contextlib
+
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,7 @@ from torch import Tensor, nn
 from .. import DiffAugment, ParamDiffAug, device_rng
 from .batched import match_loss_auto
 from .networks import has_batchnorm
+from .rng import global_rng_kept
 
 COMPILE_MODES = ("off", "on")
 KEY_MASK = (1 << 40) - 1  # the key space of a seeded rng='device' draw (dsa_fast/device_rng.py)
@@ -73,7 +76,9 @@ class MatchingSteps:
 
     ``net`` is the run's network (re-initialised by ``reset`` each iteration); ``image_syn`` the
     synthetic set (leaf, requires grad) with ``opt_img`` its SGD. ``key_base`` (rng='device'): the
-    base of ``class_keys``.
+    base of ``class_keys``. ``classes``: the classes this process matches (default: all);
+    ``sum_grad(g)``: sums the image gradient ``g`` in place over the processes that share the
+    classes (distributed.py), between the gradient and the update.
     """
 
     def __init__(
@@ -91,6 +96,8 @@ class MatchingSteps:
         batch_train: int,
         key_base: int = 0,
         compile: str = "off",
+        classes: Optional[Sequence[int]] = None,
+        sum_grad: Optional[Callable[[Tensor], None]] = None,
     ):
         if compile not in COMPILE_MODES:
             raise ValueError(f"dsa_fast.condense: unknown compile setting {compile!r}; expected one of {COMPILE_MODES}")
@@ -108,6 +115,8 @@ class MatchingSteps:
         self.net, self.image_syn, self.opt_img = net, image_syn, opt_img
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.k, self.ipc = num_classes, ipc
+        self.classes = list(range(num_classes)) if classes is None else list(classes)
+        self.sum_grad = sum_grad
         self.strategy, self.param, self.metric = strategy, param, metric
         self.lr_img, self.momentum = float(group["lr"]), float(group["momentum"])
         self.lr_net, self.batch_train = float(lr_net), int(batch_train)
@@ -115,14 +124,17 @@ class MatchingSteps:
         self.compiled = compile == "on"
         device = image_syn.device
         if self.compiled:
+            # With sum_grad the collective runs between two callables: the loss and gradient
+            # (compiled), then the update (eager, a few element-wise ops).
             self._outer_fn = _traced(self._outer, device)
+            self._grad_fn = _traced(self._loss_grad, device)
             self._epoch_fn = _traced(self._epoch, device)
             if device.type == "cuda":
                 # CUDA graphs keep the tensors a step reads or updates in place at fixed addresses.
                 torch._dynamo.mark_static_address(image_syn)
                 torch._dynamo.mark_static_address(device_rng.counter(device))
         else:
-            self._outer_fn, self._epoch_fn = self._outer, self._epoch
+            self._outer_fn, self._grad_fn, self._epoch_fn = self._outer, self._loss_grad, self._epoch
 
     # -- the network ---------------------------------------------------------------------------
 
@@ -144,15 +156,15 @@ class MatchingSteps:
         """
         state = self.opt_img.state[self.image_syn]
         buf = state.get("momentum_buffer")
+        # NB: seeded rng='compat' draws reseed torch's global generators (as the official code);
+        # kept out of them, so the inner loop's draws do not depend on which classes were matched
+        # here. (compile='on' takes rng='device' only, which leaves them alone.)
+        with contextlib.nullcontext() if self.compiled else global_rng_kept(self.image_syn.device):
+            loss, new_buf, new_img = self._step(list(reals), seeds, buf)
         if buf is None:
-            # The run's first image step creates the momentum buffer (a copy of the gradient, as
-            # torch.optim.SGD): eagerly, so that the compiled step is one graph, buffer given.
-            loss, _, new_buf, new_img = self._outer(list(reals), seeds, None)
             state["momentum_buffer"] = buf = torch.empty_like(new_buf)
             if self.compiled and buf.is_cuda:
                 torch._dynamo.mark_static_address(buf)
-        else:
-            loss, _, new_buf, new_img = self._outer_fn(list(reals), seeds, buf)
         with torch.no_grad():
             # NB: committed here, not inside the callable, so the graph mutates none of its inputs:
             # CUDA graph trees skip a graph that mutates an input not at a static address.
@@ -160,21 +172,46 @@ class MatchingSteps:
             buf.copy_(new_buf)
         return loss
 
+    def _step(self, reals: List[Tensor], seeds, buf: Optional[Tensor]):
+        if self.sum_grad is not None:
+            loss, grad = self._grad_fn(reals, seeds) if buf is not None else self._loss_grad(reals, seeds)
+            grad = grad.clone()  # a compiled callable's output may be overwritten by its next replay
+            self.sum_grad(grad)
+            new_buf, new_img = self._update(grad, buf)
+            return loss, new_buf, new_img
+        if buf is None:
+            # The run's first image step creates the momentum buffer (a copy of the gradient, as
+            # torch.optim.SGD): eagerly, so that the compiled step is one graph, buffer given.
+            loss, _, new_buf, new_img = self._outer(reals, seeds, None)
+        else:
+            loss, _, new_buf, new_img = self._outer_fn(reals, seeds, buf)
+        return loss, new_buf, new_img
+
     def _outer(self, reals: List[Tensor], seeds, buf: Optional[Tensor]):
         """(loss, gradient w.r.t. the synthetic images, new momentum buffer, new images); pure:
         ``outer_step`` writes the last two back."""
-        k, ipc, img = self.k, self.ipc, self.image_syn
+        loss, grad = self._loss_grad(reals, seeds)
+        new_buf, new_img = self._update(grad, buf)
+        return loss, grad, new_buf, new_img
+
+    def _loss_grad(self, reals: List[Tensor], seeds):
+        """(matching loss of this process's classes, its gradient w.r.t. the synthetic images)."""
+        k, ipc, img, mine = self.k, self.ipc, self.image_syn, self.classes
         if isinstance(seeds, Tensor):
             keys = class_keys(self.key_base, seeds, k)
             seeds = [keys[c] for c in range(k)]
-        syns = [img[c * ipc:(c + 1) * ipc] for c in range(k)]
-        loss = match_loss_auto(self.net, reals, syns, list(range(k)), seeds, self.strategy, self.param, self.metric)
+        syns = [img[c * ipc:(c + 1) * ipc] for c in mine]
+        loss = match_loss_auto(self.net, [reals[c] for c in mine], syns, mine, [seeds[c] for c in mine],
+                               self.strategy, self.param, self.metric)
         (grad,) = torch.autograd.grad(loss, [img])
-        with torch.no_grad():
-            # torch.optim.SGD(momentum=m), written out with its ops (module docstring).
-            new_buf = grad.detach().clone() if buf is None else buf.mul(self.momentum).add(grad)
-            new_img = img.add(new_buf, alpha=-self.lr_img)
-        return loss.detach(), grad, new_buf, new_img
+        return loss.detach(), grad
+
+    @torch.no_grad()
+    def _update(self, grad: Tensor, buf: Optional[Tensor]):
+        """torch.optim.SGD(momentum=m), written out with its ops (module docstring): (new momentum
+        buffer, new images)."""
+        new_buf = grad.detach().clone() if buf is None else buf.mul(self.momentum).add(grad)
+        return new_buf, self.image_syn.add(new_buf, alpha=-self.lr_img)
 
     # -- the inner epoch -----------------------------------------------------------------------
 
