@@ -58,9 +58,10 @@ class GradientMatching:
             if uses_bn:
                 set_batchnorm_statistics(net, torch.cat([run.sample_real(c, BN_IMAGES_PER_CLASS) for c in range(k)]))
             reals = [run.sample_real(c, cfg.batch_real) for c in range(k)]
-            syns = [run.image_syn[c * ipc:(c + 1) * ipc] for c in range(k)]
+            syns = list(run.image_syn.split(ipc))  # one backward node for all classes (slices: one each)
             seeds = torch.randint(0, DSA_SEED_RANGE, (k,), generator=run.control).tolist()
-            loss = match_loss_auto(net, reals, syns, list(range(k)), seeds, strategy, run.param, cfg.dis_metric)
+            loss = match_loss_auto(net, reals, syns, list(range(k)), seeds, strategy, run.param, cfg.dis_metric,
+                                   cfg.matching)
             run.opt_img.zero_grad(set_to_none=True)
             loss.backward(inputs=[run.image_syn])
             run.opt_img.step()
