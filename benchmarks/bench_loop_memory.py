@@ -1,4 +1,5 @@
-"""Peak CPU memory of one matching step: the batched class matching against the per-class loop.
+"""Peak CPU memory of one matching step: the batched and grouped class matching against the
+per-class loop.
 
 One step = the matching loss over 10 classes (CIFAR10 shapes 3x32x32), its backward to the
 synthetic images and the SGD step on them, on the CPU. Peak = the largest running sum of the
@@ -18,7 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from dsa_fast import ParamDiffAug
-from dsa_fast.condense.batched import match_loss_batched
+from dsa_fast.condense.batched import match_loss_batched, match_loss_grouped
 from dsa_fast.condense.matching import match_loss
 from dsa_fast.condense.networks import ConvNet
 
@@ -52,7 +53,9 @@ def main() -> None:
         torch.manual_seed(0)
         net = ConvNet(3, CLASSES, (32, 32), width=args.width)
         row = {}
-        for name, loss_fn in (("per-class loop", match_loss), ("batched", match_loss_batched)):
+        rows = (("per-class loop", match_loss), ("batched (vmap)", match_loss_batched),
+                ("grouped", match_loss_grouped), ("grouped, real chunk 1", lambda *a: match_loss_grouped(*a, real_chunk=1)))
+        for name, loss_fn in rows:
             syn = torch.randn(CLASSES * ipc, 3, 32, 32, generator=g).requires_grad_(True)
             opt = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
 
@@ -66,9 +69,9 @@ def main() -> None:
 
             step()  # warm-up: the optimiser's state exists before the measured step
             row[name] = peak_bytes(step)
-        ratio = row["batched"] / row["per-class loop"]
-        print(f"ipc {ipc:3d}: peak MiB per-class loop {row['per-class loop'] / 2**20:8.1f}  "
-              f"batched {row['batched'] / 2**20:8.1f}  (batched / loop {ratio:.2f})", flush=True)
+        base = row["per-class loop"]
+        print(f"ipc {ipc:3d}: peak MiB " + "  ".join(f"{k} {v / 2**20:.1f} ({v / base:.2f}x)" for k, v in row.items()),
+              flush=True)
 
 
 if __name__ == "__main__":

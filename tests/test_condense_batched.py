@@ -133,16 +133,16 @@ def test_auto_on_a_batchnorm_net_is_the_per_class_loop():
     torch.testing.assert_close(g_got, g_ref, rtol=0, atol=0)
 
 
-def test_auto_on_an_instance_norm_net_picks_the_grouped_path():
-    """On the CPU: the grouped matching with CPU_REAL_CHUNK classes per real pass."""
+def test_auto_on_the_cpu_is_the_per_class_loop_and_grouped_on_request():
     classes, ipc = 3, 2
     net, reals, syn = _setup(classes, ipc, size=8)
     args = (reals, _split(syn, classes, ipc), [0, 1, 2], SEEDS[:3], STRATEGY, ParamDiffAug(), "cos")
-    got = match_loss_auto(net, *args)
-    torch.testing.assert_close(got, match_loss_grouped(net, *args, real_chunk=CPU_REAL_CHUNK), rtol=0, atol=0)
-    torch.testing.assert_close(got, match_loss(net, *args), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(match_loss_auto(net, *args), match_loss(net, *args), rtol=0, atol=0)
     torch.testing.assert_close(match_loss_auto(net, *args, matching="per-class"), match_loss(net, *args),
                                rtol=0, atol=0)
+    got = match_loss_auto(net, *args, matching="grouped")
+    torch.testing.assert_close(got, match_loss_grouped(net, *args, real_chunk=CPU_REAL_CHUNK), rtol=0, atol=0)
+    torch.testing.assert_close(got, match_loss(net, *args), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="unknown matching"):
         match_loss_auto(net, *args, matching="vmap")
 

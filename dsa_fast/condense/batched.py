@@ -1,19 +1,23 @@
-"""Batched class matching: the DSA matching loss of all K classes in two vmapped gradient passes.
+"""Class matching of all K classes at once: the DSA matching loss without the per-class loop.
 
 ``matching.match_loss`` runs 2·K forward/backward passes (a real and a synthetic one per class).
-When no layer couples the samples of a batch (instance norm = GroupNorm(C, C), group norm, no
-norm; no batch statistics, no running buffers), the gradient of class c's mean loss
-depends only on class c's images, so ``torch.func.vmap`` over a leading class axis of
-``torch.func.grad`` computes every class's gradient at once: one pass for the K real batches, one
-(differentiable w.r.t. the synthetic images) for the K synthetic batches. The result is the same
-function as the per-class loop (equal up to floating-point summation order).
+When no layer couples the samples of a batch (instance norm = GroupNorm(C, C), group norm, layer
+norm, no norm; no batch statistics, no running buffers), the gradient of class c's mean loss
+depends only on class c's images, so every class's gradient can be computed at once. Two ways:
 
-- ``match_loss_batched``: the signature and semantics of ``matching.match_loss``.
-- ``supports_batched(net)``: whether the batched path is exact for ``net``.
-- ``match_loss_auto``: the batched path where it is exact, else the per-class loop.
+- ``match_loss_grouped`` (networks.ConvNet): the network as K grouped copies of itself, one per
+  class (``ensemble.ensemble_forward``: class c's images in channel group c, one convolution with
+  K groups per layer, one batched matmul); the gradient w.r.t. copy c is class c's gradient. One
+  pass for the real batches, one (differentiable) for the synthetic ones, the distance of all
+  classes at once (``grouped_distance``), one seeded draw per class for its pair of batches
+  (``augment_pair``). The ops of a step barely grow with K.
+- ``match_loss_batched`` (any per-sample network, ``supports_batched``): ``torch.func.vmap`` over
+  a leading class axis of ``torch.func.grad``.
 
-Nothing here reads a device value back to the host: the class labels are made on the device with
-``torch.full`` (no host-to-device copy), and all control flow is on shapes and Python ints.
+Both are the same function as the per-class loop (equal up to floating-point summation order).
+``match_loss_auto`` picks the path (``MATCHINGS``). Nothing here reads a device value back to the
+host: class labels are made on the device (no host-to-device copy), and all control flow is on
+shapes and Python ints.
 """
 from __future__ import annotations
 
@@ -182,14 +186,15 @@ def _class_targets(labels: Sequence[int], per_class: int, device: torch.device) 
     return y.unsqueeze(1).expand(k, per_class).reshape(-1)
 
 
-def _grouped_gradients(net: ConvNet, params: Dict[str, Tensor], x: Tensor, y: Tensor, per_class: int,
-                       create_graph: bool) -> List[Tensor]:
-    """Per-class ∇θ of the mean cross-entropy: ``params`` hold one copy per class ([K, ...], the
-    grouped network), x is [per_class, K*C, H, W] (class k's images in channels k*C..(k+1)*C).
-    The gradient w.r.t. copy k is class k's gradient, since no other class's loss reads copy k."""
+def _grouped_gradients(net: ConvNet, params: Dict[str, Tensor], wrt: Sequence[str], x: Tensor, y: Tensor,
+                       per_class: int, create_graph: bool) -> List[Tensor]:
+    """Per-class ∇ of the mean cross-entropy w.r.t. ``params[name]`` for the names in ``wrt``:
+    ``params`` hold one copy per class ([K, ...], the grouped network), x is [per_class, K*C, H, W]
+    (class k's images in channels k*C..(k+1)*C). The gradient w.r.t. copy k is class k's gradient,
+    since no other class's loss reads copy k."""
     logits = ensemble_forward(net, params, x, twice_differentiable=create_graph)  # [K, per_class, classes]
     loss = F.cross_entropy(logits.flatten(0, 1), y, reduction="sum") / per_class
-    return list(torch.autograd.grad(loss, list(params.values()), create_graph=create_graph))
+    return list(torch.autograd.grad(loss, [params[name] for name in wrt], create_graph=create_graph))
 
 
 def grouped_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: str = "ours") -> Tensor:
@@ -273,29 +278,33 @@ def match_loss_grouped(
     if len(trainable) != len(list(net.parameters())):
         raise ValueError("dsa_fast.condense: match_loss_grouped needs every parameter trainable")
 
+    # 'ours' gives rank-1 parameters (biases, norm affine) no term: their gradients are not computed.
+    wrt = [name for name, p in trainable if metric != "ours" or p.dim() > 1]
     chunk = k if real_chunk is None else min(real_chunk, k)
     g_real_parts: List[List[Tensor]] = []
     for lo in range(0, k, chunk):
         hi = min(lo + chunk, k)
-        params = {name: p.detach().expand(hi - lo, *p.shape).requires_grad_() for name, p in trainable}
+        params = {name: p.detach().expand(hi - lo, *p.shape) for name, p in trainable}
+        for name in wrt:
+            params[name].requires_grad_()
         # [n, K*C, H, W]: class k's images in channels k*C..(k+1)*C; constants (no graph to the real images).
         x = torch.stack(real_aug[lo:hi], dim=1).flatten(1, 2).detach()
-        g_real_parts.append(_grouped_gradients(net, params, x, _class_targets(labels[lo:hi], n, device), n,
+        g_real_parts.append(_grouped_gradients(net, params, wrt, x, _class_targets(labels[lo:hi], n, device), n,
                                                create_graph=False))
     g_real = [g_real_parts[0][j] if len(g_real_parts) == 1 else torch.cat([part[j] for part in g_real_parts])
-              for j in range(len(trainable))]
+              for j in range(len(wrt))]
 
     params = {name: p.expand(k, *p.shape) for name, p in trainable}  # graph to the net's parameters
     xs = torch.stack(syn_aug, dim=1).flatten(1, 2)
-    g_syn = _grouped_gradients(net, params, xs, _class_targets(labels, ipc, device), ipc, create_graph=True)
+    g_syn = _grouped_gradients(net, params, wrt, xs, _class_targets(labels, ipc, device), ipc, create_graph=True)
     return grouped_distance(g_syn, [g.detach() for g in g_real], metric)
 
 
 # How ``match_loss_auto`` matches (``CondenseConfig.matching``).
 MATCHINGS = ("auto", "grouped", "per-class")
-# Classes per real pass of the grouped matching on the CPU: one (the real side's memory is the
-# per-class loop's; a pass over every class at once was no faster on the 2-core development
-# machine, benchmarks/cpu_loop.py). On CUDA every class goes in one pass (fewest launches).
+# Classes per real pass of the grouped matching on the CPU: one, so the real side holds one class's
+# activations (below the per-class loop's peak, benchmarks/bench_loop_memory.py). Elsewhere every
+# class goes in one pass (fewest launches).
 CPU_REAL_CHUNK = 1
 
 
@@ -312,22 +321,25 @@ def match_loss_auto(
 ) -> Tensor:
     """``matching.match_loss`` by the fastest exact path.
 
-    ``matching='auto'``: ``match_loss_grouped`` for the ConvNets it supports (``supports_grouped``;
-    real chunk ``CPU_REAL_CHUNK`` on the CPU, every class at once elsewhere); else
-    ``match_loss_batched`` on CUDA where exact (``supports_batched``); else the per-class loop
-    (batch norm, the other networks of the pool on the CPU). ``'grouped'`` insists on the grouped
-    path (a ValueError for networks it does not support); ``'per-class'`` is the per-class loop.
-    The paths agree up to floating-point summation order.
+    ``matching='auto'``: off the CPU, ``match_loss_grouped`` for the ConvNets it supports
+    (``supports_grouped``, every class in one real pass), else ``match_loss_batched`` on CUDA where
+    exact (``supports_batched``); on the CPU, and for batch norm and the other networks of the pool,
+    the per-class loop (on the 2-core development machine the grouped path did the same arithmetic
+    in the same time, benchmarks/cpu_loop.py, so the CPU keeps the per-class loop's float rounding).
+    ``'grouped'`` insists on the grouped path (``CPU_REAL_CHUNK`` classes per real pass on the CPU; a
+    ValueError for networks it does not support); ``'per-class'`` is the per-class loop. The paths
+    agree up to floating-point summation order.
     """
     if matching not in MATCHINGS:
         raise ValueError(f"dsa_fast.condense: unknown matching {matching!r}; expected one of {MATCHINGS}")
     args = (net, real_batches, syn_batches, labels, seeds, strategy, param, metric)
-    if matching == "per-class":
-        return match_loss(*args)
     on_cpu = len(syn_batches) > 0 and syn_batches[0].device.type == "cpu"
-    if matching == "grouped" or supports_grouped(net):
+    if matching == "grouped":
         return match_loss_grouped(*args, real_chunk=CPU_REAL_CHUNK if on_cpu else None)
-    on_cuda = len(syn_batches) > 0 and syn_batches[0].is_cuda
-    if on_cuda and supports_batched(net):
+    if matching == "per-class" or on_cpu:
+        return match_loss(*args)
+    if supports_grouped(net):
+        return match_loss_grouped(*args)
+    if syn_batches[0].is_cuda and supports_batched(net):
         return match_loss_batched(*args)
     return match_loss(*args)

@@ -67,7 +67,8 @@ _HELP: Dict[str, str] = {
     "eval_mode": "evaluation networks trained together as one grouped ensemble (auto: where the model allows; "
                  "batch norm trains one by one) or one after another",
     "matching": "gradient matching: the classes as grouped copies of the network, one pass for all (auto: for "
-                "the ConvNets without batch norm) or one class after another; equal up to float rounding",
+                "the ConvNets without batch norm, off the CPU) or one class after another; equal up to float "
+                "rounding",
     "device": "torch device: cpu, cuda, cuda:<n>, or mps where there is one",
     "seed": "seed of every random stream of the run",
     "out": "output folder",
@@ -137,7 +138,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         "with it)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm progress bar (default: when stderr is a terminal; else plain log lines)")
-    p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                    help="keep freed memory in the process instead of returning it to the system (glibc mallopt; "
                         "faster CPU steps, the process keeps its peak memory; default on)")
     return p
@@ -222,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     given = vars(args)
     progress = given.pop("progress")
-    if given.pop("keep_freed_memory"):
+    if given.pop("keep_freed_memory", True):
         keep_freed_memory()
     resume_dir = given.pop("resume", None)
     if resume_dir is not None:
