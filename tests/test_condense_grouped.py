@@ -264,3 +264,20 @@ def test_augment_pair_draws_once():
         DiffAugment(real, STRATEGY, seed=3, param=ParamDiffAug())
         DiffAugment(syn, STRATEGY, seed=3, param=ParamDiffAug())
     assert pair.n < calls.n, (pair.n, calls.n)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("metric", ["ours", "cos"])
+def test_grouped_on_cuda_equals_the_per_class_loop_and_auto_takes_it(metric):
+    classes, ipc = 4, 2
+    net, reals, syn = _setup(classes, ipc)
+    net = net.cuda()
+    reals = [r.cuda() for r in reals]
+    syn = syn.detach().cuda().requires_grad_(True)
+    args = (net, reals, syn, ipc, list(range(classes)), SEEDS[:classes], STRATEGY, metric)
+    _assert_same(net, _grads(match_loss_grouped, *args), _grads(match_loss, *args))
+    auto = match_loss_auto(net, reals, list(syn.split(ipc)), list(range(classes)), SEEDS[:classes], STRATEGY,
+                           ParamDiffAug(), metric)
+    grouped = match_loss_grouped(net, reals, list(syn.split(ipc)), list(range(classes)), SEEDS[:classes], STRATEGY,
+                                 ParamDiffAug(), metric)
+    torch.testing.assert_close(auto, grouped, rtol=0, atol=0)
