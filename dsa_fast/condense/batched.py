@@ -158,7 +158,7 @@ def augment_pair(real: Tensor, syn: Tensor, strategy: str, seed: int,
         return real, syn
     param = ParamDiffAug() if param is None else param
     if (param.rng == "compat" and seed != -1 and has_ops() and _ops.supports(syn) and _ops.supports(real)
-            and real.shape[1:] == syn.shape[1:]):
+            and real.shape[1:] == syn.shape[1:] and real.dtype == syn.dtype and real.device == syn.device):
         param.validate()
         ys = compat.draw_and_apply_many([syn, real], parse_strategy(strategy), check_seed(seed, "compat"), param)
         if ys is not None:
