@@ -109,6 +109,11 @@ def test_grouped_refuses_what_it_cannot_group():
         match_loss_grouped(bn, *args)
     with pytest.raises(ValueError, match="batch norm"):
         match_loss_auto(bn, *args, matching="grouped")
+    frozen = ConvNet(3, 3, (8, 8), width=4, depth=1).double()
+    frozen.classifier.bias.requires_grad_(False)
+    assert not supports_grouped(frozen)
+    with pytest.raises(ValueError, match="require grad"):
+        match_loss_grouped(frozen, *args)
     for name in ("MLP", "LeNet", "ResNet18"):
         assert not supports_grouped(get_network(name, 3, 10, (32, 32), device="meta"))
     for name in ("ConvNet", "ConvNetIN", "ConvNetGN", "ConvNetLN", "ConvNetNN", "ConvNetAS", "ConvNetMP", "ConvNetNP"):

@@ -171,8 +171,8 @@ def augment_pair(real: Tensor, syn: Tensor, strategy: str, seed: int,
 def supports_grouped(net: nn.Module) -> bool:
     """True when ``match_loss_grouped`` computes exactly what the per-class loop does for ``net``:
     a ``networks.ConvNet`` whose layers ``ensemble.ensemble_forward`` groups (instance, group,
-    layer or no norm; no batch norm, no buffers)."""
-    return supports_ensemble(net)
+    layer or no norm; no batch norm, no buffers), every parameter trainable."""
+    return supports_ensemble(net) and all(p.requires_grad for p in net.parameters())
 
 
 def _class_targets(labels: Sequence[int], per_class: int, device: torch.device) -> Tensor:
@@ -260,8 +260,8 @@ def match_loss_grouped(
     if len(labels) == 0:
         raise ValueError("dsa_fast.condense: match_loss needs at least one class")
     if not supports_grouped(net):
-        raise ValueError(f"dsa_fast.condense: match_loss_grouped needs a ConvNet without batch norm, got "
-                         f"{type(net).__name__}")
+        raise ValueError(f"dsa_fast.condense: match_loss_grouped needs a ConvNet without batch norm whose "
+                         f"parameters all require grad, got {type(net).__name__}")
     if real_chunk is not None and real_chunk < 1:
         raise ValueError(f"dsa_fast.condense: real_chunk must be >= 1 or None, got {real_chunk}")
     if len({tuple(r.shape) for r in real_batches}) != 1 or len({tuple(s.shape) for s in syn_batches}) != 1:
@@ -274,9 +274,7 @@ def match_loss_grouped(
     syn_aug = [s for _, s in pairs]
     n, ipc = real_aug[0].shape[0], syn_aug[0].shape[0]
     device = syn_aug[0].device
-    trainable = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
-    if len(trainable) != len(list(net.parameters())):
-        raise ValueError("dsa_fast.condense: match_loss_grouped needs every parameter trainable")
+    trainable = list(net.named_parameters())
 
     # 'ours' gives rank-1 parameters (biases, norm affine) no term: their gradients are not computed.
     wrt = [name for name, p in trainable if metric != "ours" or p.dim() > 1]
