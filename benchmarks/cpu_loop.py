@@ -22,7 +22,7 @@ Every row starts from the same synthetic set and seeds; the script prints the la
 of each row's final synthetic set from the per-class row's (equal results up to float rounding).
 Wall and process CPU time, median over the rounds (the CPU time is the steadier number on a loaded
 machine with one thread). ``--malloc keep`` applies ``cpu.keep_freed_memory()`` first (the
-condense command's CPU default; ``default``: glibc's own settings). Settings of the process (threads,
+condense command's ``--keep-freed-memory``; ``default``: glibc's own settings). Settings of the process (threads,
 malloc) are compared by running the script once per setting, alternately.
 """
 from __future__ import annotations

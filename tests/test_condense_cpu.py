@@ -34,7 +34,7 @@ def test_matching_and_keep_freed_memory_flags():
     given = _given("--matching", "grouped", "--no-keep-freed-memory")
     assert given.pop("keep_freed_memory") is False
     assert config_from_args(given).matching == "grouped"
-    assert "keep_freed_memory" not in _given()  # absent unless given: the CLI applies it by default
+    assert "keep_freed_memory" not in _given()  # absent unless given: the CLI leaves malloc alone by default
     assert config_from_args(_given()).matching == "auto"
     with pytest.raises(SystemExit):
         build_parser(PROG).parse_args(["--matching", "vmap"])

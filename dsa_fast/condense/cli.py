@@ -140,7 +140,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                    help="tqdm progress bar (default: when stderr is a terminal; else plain log lines)")
     p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                    help="keep freed memory in the process instead of returning it to the system (glibc mallopt; "
-                        "faster CPU steps, the process keeps its peak memory; default on)")
+                        "the process keeps its peak memory; default off: docs/condense.md, CPU settings)")
     return p
 
 
@@ -223,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     given = vars(args)
     progress = given.pop("progress")
-    if given.pop("keep_freed_memory", True):
+    if given.pop("keep_freed_memory", False):
         keep_freed_memory()
     resume_dir = given.pop("resume", None)
     if resume_dir is not None:
