@@ -1,12 +1,14 @@
-"""Peak memory of one matching step: the loop's step against the per-class loop (and the batched
-class matching).
+"""Peak memory of one matching step: the loop's step against the per-class loop, the batched
+and the grouped class matching.
 
 One step = the matching loss over 10 classes (CIFAR10 shapes 3x32x32), its gradient to the
 synthetic images and the SGD step on them. Rows:
 - ``per-class loop``: the official structure, ``matching.match_loss`` + ``backward`` + torch.optim;
-- ``batched``: ``batched.match_loss_batched`` (vmapped over classes) + ``backward`` + torch.optim;
+- ``batched (vmap)``: ``batched.match_loss_batched`` (vmapped over classes) + ``backward`` + torch.optim;
+- ``grouped`` (every class per real pass, the CUDA setting) and ``grouped, real chunk 1`` (one class
+  per real pass, the CPU's ``--matching grouped``): ``batched.match_loss_grouped``, likewise;
 - ``loop step``: ``steps.MatchingSteps.outer_step`` as the run takes it on the device (rng='device';
-  ``match_loss_auto``: per-class matching on the CPU, batched on CUDA), eager; with ``--compile``, also compiled
+  ``match_loss_auto``: per-class matching on the CPU, grouped on CUDA), eager; with ``--compile``, also compiled
   (``loop step, compiled``; measured after its compilation).
 Peak on the CPU: the largest running sum of the tensor allocations and frees the torch profiler
 records (``profile_memory=True``) during the step, above what was allocated before it (to the
@@ -25,12 +27,14 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from dsa_fast import ParamDiffAug
-from dsa_fast.condense.batched import match_loss_batched
+from dsa_fast.condense.batched import match_loss_batched, match_loss_grouped
 from dsa_fast.condense.matching import match_loss
 from dsa_fast.condense.networks import ConvNet
 from dsa_fast.condense.steps import MatchingSteps
 
 CLASSES = 10
+LOSSES = {"per-class loop": match_loss, "batched (vmap)": match_loss_batched, "grouped": match_loss_grouped,
+          "grouped, real chunk 1": lambda *a: match_loss_grouped(*a, real_chunk=1)}
 STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
 
@@ -64,7 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     print(f"torch {torch.__version__}; {device}; ConvNet width {args.width}, {args.real} real images per class")
-    names = ["per-class loop", "batched", "loop step"] + (["loop step, compiled"] if args.compile else [])
+    names = list(LOSSES) + ["loop step"] + (["loop step, compiled"] if args.compile else [])
     for ipc in args.ipc:
         g = torch.Generator().manual_seed(0)
         reals = [torch.randn(args.real, 3, 32, 32, generator=g).to(device) for _ in range(CLASSES)]
@@ -83,7 +87,7 @@ def main() -> None:
                 def step():
                     steps.outer_step(reals, key)
             else:
-                loss_fn = match_loss if name == "per-class loop" else match_loss_batched
+                loss_fn = LOSSES[name]
 
                 def step():
                     syns = [syn[c * ipc:(c + 1) * ipc] for c in range(CLASSES)]

@@ -2,9 +2,10 @@
 images, and one SGD step on them (CIFAR10-shaped random data: 3x32x32, 256 real images per class,
 ConvNet width 128, depth 3, instance norm), at ipc 1, 10 and 50.
 
-Two rows per (device, ipc), in one group so they print side by side:
-  current             dsa_fast.condense.batched.match_loss_auto (batched class matching where exact),
-                      DiffAugment backend='auto'
+Three rows per (device, ipc), in one group so they print side by side:
+  current             dsa_fast.condense.batched.match_loss_auto (what the loop runs: grouped class
+                      matching off the CPU, the per-class loop on the CPU), DiffAugment backend='auto'
+  grouped             batched.match_loss_grouped, every class in one real pass
   per-class reference the official loop's structure: per class, DiffAugment(backend='reference') of
                       the real and the synthetic batch, two autograd.grad passes, the distance
 
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from dsa_fast import DiffAugment, ParamDiffAug
-from dsa_fast.condense.batched import match_loss_auto, supports_batched
+from dsa_fast.condense.batched import match_loss_auto, match_loss_grouped, supports_grouped
 from dsa_fast.condense.matching import class_gradients, gradient_distance
 from dsa_fast.condense.networks import ConvNet
 
@@ -68,7 +69,7 @@ def per_class_reference(
     return total
 
 
-VARIANTS = {"current": match_loss_auto, "per-class reference": per_class_reference}
+VARIANTS = {"current": match_loss_auto, "grouped": match_loss_grouped, "per-class reference": per_class_reference}
 
 
 def _ipcs(device: str) -> List[int]:
@@ -103,7 +104,7 @@ def test_dsa_outer_step(bench, benchmark, setting):
     def step() -> None:
         base = next(counter) * CLASSES
         seeds = [(base + c) % 100000 for c in labels]
-        syns = [syn[c * ipc:(c + 1) * ipc] for c in labels]
+        syns = list(syn.split(ipc))
         loss = loss_fn(net, reals, syns, labels, seeds, STRATEGY, param, "ours")
         opt.zero_grad(set_to_none=True)
         loss.backward(inputs=[syn])
@@ -112,5 +113,5 @@ def test_dsa_outer_step(bench, benchmark, setting):
     case = Case(device, f"ipc{ipc}", (CLASSES * (real_per_class + ipc), *IMAGE))
     bench(step, case, group=f"dsa-outer-step-{device}-ipc{ipc}", variant=variant, ipc=ipc, classes=CLASSES,
           real_per_class=real_per_class, model=f"ConvNet width {width} depth 3 instancenorm", smoke=smoke, strategy=STRATEGY,
-          batched=(variant == "current" and supports_batched(net)),
+          grouped=(variant == "grouped" or (variant == "current" and device != "cpu" and supports_grouped(net))),
           backend="auto" if variant == "current" else "reference")

@@ -10,7 +10,7 @@ which applies the formulas and the transform in one op call.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -191,6 +191,20 @@ _SETTING_FIELDS = ("prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad",
 def draw_and_apply(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDiffAug) -> Optional[Tensor]:
     """The official draws, then one augment_compat call; None (nothing drawn) when the ops are not
     in canonical order ('M' mode with reordered or repeated tokens)."""
+    ys = draw_and_apply_many([x], tokens, seed, param)
+    return None if ys is None else ys[0]
+
+
+def draw_and_apply_many(xs: Sequence[Tensor], tokens: Tuple[str, ...], seed: int,
+                        param: ParamDiffAug) -> Optional[List[Tensor]]:
+    """One seeded draw applied to every batch of ``xs`` (one augment_compat call each): what one
+    DiffAugment call per batch with the same ``seed`` gives, drawn once. The draws are made for
+    ``xs[0]`` (a Siamese transform reads element 0 only, which does not depend on the batch size;
+    the batches share channels, height and width). ``seed == -1`` (per-sample draws): one batch
+    only. None (nothing drawn) when the ops are not in canonical order."""
+    x = xs[0]
+    if seed == -1 and len(xs) != 1:
+        raise ValueError("dsa_fast: per-sample draws (seed -1) serve one batch only")
     settings = tuple(getattr(param, f) for f in _SETTING_FIELDS)
     per_sample = seed == -1
     h, w = x.shape[2], x.shape[3]
@@ -207,5 +221,5 @@ def draw_and_apply(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDi
     draws.finish()
     param.latestseed = draws.next_seed
     flags, plan, constants = planned
-    y, _ = torch.ops.dsa_fast.augment_compat(x, raw, flags, plan, constants, bool(param.align_corners))
-    return y
+    align = bool(param.align_corners)
+    return [torch.ops.dsa_fast.augment_compat(b, raw, flags, plan, constants, align)[0] for b in xs]

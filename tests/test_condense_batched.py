@@ -6,7 +6,8 @@ import torch
 
 from condense_helpers import _one_thread  # noqa: F401
 from dsa_fast import ParamDiffAug
-from dsa_fast.condense.batched import match_loss_auto, match_loss_batched, supports_batched
+from dsa_fast.condense.batched import CPU_REAL_CHUNK, match_loss_auto, match_loss_batched, match_loss_grouped, \
+    supports_batched
 from dsa_fast.condense.matching import match_loss
 from dsa_fast.condense.networks import ConvNet, get_network
 
@@ -132,13 +133,18 @@ def test_auto_on_a_batchnorm_net_is_the_per_class_loop():
     torch.testing.assert_close(g_got, g_ref, rtol=0, atol=0)
 
 
-def test_auto_on_an_instance_norm_net_picks_by_device():
-    """Batched on CUDA; on the CPU the per-class loop (measured faster there)."""
+def test_auto_on_the_cpu_is_the_per_class_loop_and_grouped_on_request():
     classes, ipc = 3, 2
     net, reals, syn = _setup(classes, ipc, size=8)
-    assert supports_batched(net)
     args = (reals, _split(syn, classes, ipc), [0, 1, 2], SEEDS[:3], STRATEGY, ParamDiffAug(), "cos")
     torch.testing.assert_close(match_loss_auto(net, *args), match_loss(net, *args), rtol=0, atol=0)
+    torch.testing.assert_close(match_loss_auto(net, *args, matching="per-class"), match_loss(net, *args),
+                               rtol=0, atol=0)
+    got = match_loss_auto(net, *args, matching="grouped")
+    torch.testing.assert_close(got, match_loss_grouped(net, *args, real_chunk=CPU_REAL_CHUNK), rtol=0, atol=0)
+    torch.testing.assert_close(got, match_loss(net, *args), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="unknown matching"):
+        match_loss_auto(net, *args, matching="vmap")
 
 
 def _optimise(loss_fn, steps=3):

@@ -36,6 +36,8 @@ from .data import INFO, DatasetError, load_tensors
 from . import distributed
 from .distributed import ProcessGroupError
 from .evaluate import evaluate_set, mean_std, random_real_subset
+from .batched import MATCHINGS
+from .cpu import keep_freed_memory
 from .ensemble import MODES as EVAL_MODES
 from .loop import RunDirError, RunInterrupted, condense
 from .outputs import CONFIG, SUMMARY
@@ -66,6 +68,9 @@ _HELP: Dict[str, str] = {
     "eval_epochs": "epochs per evaluation network (trains epochs+1 passes, as the official code)",
     "eval_mode": "evaluation networks trained together as one grouped ensemble (auto: where the model allows; "
                  "batch norm trains one by one) or one after another",
+    "matching": "gradient matching: the classes as grouped copies of the network, one pass for all (auto: for "
+                "the ConvNets without batch norm, off the CPU) or one class after another; equal up to float "
+                "rounding",
     "device": "torch device: cpu, cuda, cuda:<n>, or mps where there is one",
     "seed": "seed of every random stream of the run",
     "rng": "how the iteration draws its augmentations: compat (the official per-class draws, made on the host) "
@@ -77,7 +82,7 @@ _HELP: Dict[str, str] = {
     "log_every": "loss/ETA line (or progress bar update) every this many iterations",
 }
 _CHOICES = {"method": METHODS, "dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS, "eval_mode": EVAL_MODES,
-            "rng": RNGS, "compile": COMPILE}
+            "rng": RNGS, "compile": COMPILE, "matching": MATCHINGS}
 _TYPES = {"ipc": int, "outer_loop": int, "inner_loop": int, "iterations": int, "lr_img": float, "lr_net": float,
           "batch_real": int, "batch_train": int, "eval_every": int, "eval_models": int, "eval_epochs": int,
           "seed": int, "checkpoint_every": int, "log_every": int}
@@ -140,6 +145,9 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         "given with it)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm progress bar (default: when stderr is a terminal; else plain log lines)")
+    p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                   help="keep freed memory in the process instead of returning it to the system (glibc mallopt; "
+                        "the process keeps its peak memory; default off: docs/condense.md, CPU settings)")
     return p
 
 
@@ -233,6 +241,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     args = parser.parse_args(argv)
     given = vars(args)
     progress = given.pop("progress")
+    if given.pop("keep_freed_memory", False):
+        keep_freed_memory()
     resume_dir = given.pop("resume", None)
     if resume_dir is not None:
         extra = sorted(set(given) - set(_RESUME_FLAGS))

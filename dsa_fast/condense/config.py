@@ -51,8 +51,8 @@ PUBLISHED_STRATEGY: Dict[str, str] = {
 }
 
 # Settings that change what a run computes. A checkpoint is only resumed under the same values.
-# (device, out, checkpoint_every, log_every, eval_mode and compile do not change the mathematics;
-# eval_mode and compile change the float summation order only.)
+# (device, out, checkpoint_every, log_every, eval_mode, compile and matching do not change the
+# mathematics; they change the float summation order only.)
 RUN_IDENTITY: Tuple[str, ...] = (
     "method", "dataset", "data_path", "ipc", "outer_loop", "inner_loop", "iterations", "init", "strategy",
     "dis_metric", "lr_img", "lr_net", "batch_real", "batch_train", "model", "eval_every",
@@ -94,6 +94,7 @@ class CondenseConfig:
     eval_models: int = 20
     eval_epochs: int = 1000  # the official epoch_eval_train: trains eval_epochs + 1 passes
     eval_mode: str = "auto"  # evaluation networks trained together ('ensemble') or one by one
+    matching: str = "auto"  # gradient matching: classes as grouped copies of the net ('grouped') or one by one
     device: Optional[str] = None
     seed: int = 0
     rng: Optional[str] = None  # the iteration's DiffAugment draws: 'compat' (official) or 'device'
@@ -268,8 +269,11 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
     from .networks import check_model_name
 
     check_model_name(c.model)
+    from .batched import MATCHINGS
     from .ensemble import MODES
 
+    if c.matching not in MATCHINGS:
+        raise ValueError(f"dsa_fast.condense: unknown matching {c.matching!r}; expected one of {MATCHINGS}")
     if c.eval_mode not in MODES:
         raise ValueError(f"dsa_fast.condense: unknown eval_mode {c.eval_mode!r}; expected one of {MODES}")
     device = default_device() if c.device is None else c.device

@@ -5,9 +5,9 @@ For each class c: the real batch and the synthetic images of c are augmented wit
 g_syn = ∇θ CE(net(syn_aug), c) (with its graph, so the loss reaches the synthetic images); the loss
 is Σ_c D(g_syn, g_real).
 
-NB: this is the per-class loop of the official code. It takes the classes as parallel sequences
-so a batched path (torch.func grad + vmap over classes) can replace the loop body without touching
-the caller. Nothing here reads a value back to the host.
+NB: this is the per-class loop of the official code, the oracle of the batched paths
+(``batched.py``: every class at once), which take the same arguments. Nothing here reads a value
+back to the host.
 """
 from __future__ import annotations
 

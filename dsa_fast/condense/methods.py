@@ -63,7 +63,7 @@ class GradientMatching:
                 strategy=cfg.strategy if self.augment else "none", param=run.match_param, metric=cfg.dis_metric,
                 lr_net=cfg.lr_net, batch_train=cfg.batch_train, key_base=run.key_base, compile=cfg.compile,
                 classes=run.dist.share(run.num_classes),  # [distributed]
-                sum_grad=run.dist.sum_ if run.dist.size > 1 else None)
+                sum_grad=run.dist.sum_ if run.dist.size > 1 else None, matching=cfg.matching)
         else:
             run.steps.reset(net)
         return run.steps

@@ -4,7 +4,7 @@
 for the pair), the network gradients, the distance, the gradient w.r.t. the synthetic images and
 the image update (SGD with momentum, the run's ``opt_img`` state); the callable returns the new
 images and momentum buffer and ``outer_step`` copies them over the old ones. The class matching is
-``batched.match_loss_auto`` (batched on CUDA where exact, else the per-class loop).
+``batched.match_loss_auto`` (grouped or batched off the CPU where exact, else the per-class loop).
 ``MatchingSteps.inner_epoch``: one shuffled pass of plain SGD of the network over the synthetic
 set, every batch augmented per sample. With ``compile='on'`` both are
 ``torch.compile(fullgraph=True)`` (inductor; on CUDA ``mode='reduce-overhead'``, CUDA graphs); with
@@ -77,7 +77,7 @@ class MatchingSteps:
     ``net`` is the run's network (re-initialised by ``reset`` each iteration); ``image_syn`` the
     synthetic set (leaf, requires grad) with ``opt_img`` its SGD. ``key_base`` (rng='device'): the
     base of ``class_keys``. ``classes``: the classes this process matches (default: all);
-    ``sum_grad(g)``: sums the image gradient ``g`` in place over the processes that share the
+    ``matching``: as ``batched.match_loss_auto``; ``sum_grad(g)``: sums the image gradient ``g`` in place over the processes that share the
     classes (distributed.py), between the gradient and the update.
     """
 
@@ -98,6 +98,7 @@ class MatchingSteps:
         compile: str = "off",
         classes: Optional[Sequence[int]] = None,
         sum_grad: Optional[Callable[[Tensor], None]] = None,
+        matching: str = "auto",
     ):
         if compile not in COMPILE_MODES:
             raise ValueError(f"dsa_fast.condense: unknown compile setting {compile!r}; expected one of {COMPILE_MODES}")
@@ -117,6 +118,7 @@ class MatchingSteps:
         self.k, self.ipc = num_classes, ipc
         self.classes = list(range(num_classes)) if classes is None else list(classes)
         self.sum_grad = sum_grad
+        self.matching = matching
         self.strategy, self.param, self.metric = strategy, param, metric
         self.lr_img, self.momentum = float(group["lr"]), float(group["momentum"])
         self.lr_net, self.batch_train = float(lr_net), int(batch_train)
@@ -200,9 +202,9 @@ class MatchingSteps:
         if isinstance(seeds, Tensor):
             keys = class_keys(self.key_base, seeds, k)
             seeds = [keys[c] for c in range(k)]
-        syns = [img[c * ipc:(c + 1) * ipc] for c in mine]
-        loss = match_loss_auto(self.net, [reals[c] for c in mine], syns, mine, [seeds[c] for c in mine],
-                               self.strategy, self.param, self.metric)
+        syns = img.split(ipc)  # one backward node for all classes (slices: one each)
+        loss = match_loss_auto(self.net, [reals[c] for c in mine], [syns[c] for c in mine], mine,
+                               [seeds[c] for c in mine], self.strategy, self.param, self.metric, self.matching)
         (grad,) = torch.autograd.grad(loss, [img])
         return loss.detach(), grad
 
