@@ -31,6 +31,10 @@ from dsa_fast.condense.networks import ConvNet
 from dsa_fast.condense.rng import global_rng_kept
 from dsa_fast.condense.steps import KEY_MASK, MatchingSteps, class_keys
 
+# torch's own compile path (inductor on the CPU) calls torch.jit.script_method, deprecated in torch
+# itself: not a warning about this code.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
 STRATEGY = "color_crop_cutout_scale_rotate"
 
 
