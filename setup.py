@@ -42,6 +42,14 @@ def _extensions():
     # -fno-wrapv undoes the -fwrapv of Python's build flags (meant for CPython's own C): with it,
     # GCC 12 vectorises no loop whose index runs backwards or is offset (the flipped row copies).
     cxx = ["-O3", "-g0", "-fno-trapping-math", "-fno-wrapv"]
+    link = []
+    if "ATen parallel backend: OpenMP" in torch.__config__.parallel_info():
+        # at::parallel_for (csrc/cpu: one image per task) runs on torch's OpenMP threads only when
+        # the extension is itself compiled with OpenMP: without it _OPENMP is undefined and ATen's
+        # header runs the whole batch on the calling thread. Linked against libgomp.so.1, the
+        # runtime torch has already loaded (one OpenMP runtime, one thread pool).
+        cxx += ["-fopenmp"]
+        link += ["-fopenmp"]
     nvcc = ["-O3"]
     if _flag("DSA_FAST_PTXAS_VERBOSE"):
         nvcc += ["-Xptxas", "-v"]  # registers, spills and shared memory per kernel, in the build log
@@ -71,9 +79,11 @@ def _extensions():
             sources + cuda_sources,
             include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            extra_link_args=link,
         )
     else:
-        ext = cpp_extension.CppExtension("dsa_fast._C", sources, extra_compile_args={"cxx": cxx})
+        ext = cpp_extension.CppExtension("dsa_fast._C", sources, extra_compile_args={"cxx": cxx},
+                                         extra_link_args=link)
     return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 
 
