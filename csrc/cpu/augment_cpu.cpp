@@ -1,5 +1,6 @@
 // CPU kernels: one image per task (at::parallel_for over the batch), each running the row-wise
-// per-image program of image_cpu.h with a workspace per task.
+// per-image program of image_cpu.h with a workspace per task, and the resamplings' taps shared by
+// the tasks when the batch has one ω.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -27,6 +28,15 @@ at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, in
     scalar_t* out_p = out.mutable_data_ptr<scalar_t>();
     const double* om_p = om.const_data_ptr<double>();
     const int64_t ws_size = cpu::cpu_workspace_size<acc_t>(g.C, g.H, g.W);
+    // One ω for the batch: the resamplings' taps once for every image (bounded by TapPlan::wanted).
+    std::unique_ptr<acc_t[]> plan_store;
+    cpu::TapPlan<acc_t> plan;
+    const bool planned = B == 1 && (flags & (kScale | kRotate)) != 0 && cpu::TapPlan<acc_t>::wanted(g.H, g.W);
+    if (planned) {
+      plan_store.reset(new acc_t[cpu::TapPlan<acc_t>::size(g.H, g.W)]);
+      plan = cpu::TapPlan<acc_t>::build(g, Omega<acc_t>::load(om_p), plan_store.get());
+    }
+    const cpu::TapPlan<acc_t>* shared = planned ? &plan : nullptr;
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
       // NB: uninitialised: every value is written before it is read.
       const std::unique_ptr<acc_t[]> ws(new acc_t[ws_size]);
@@ -35,9 +45,9 @@ at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, in
         const View<const scalar_t, acc_t> src{in_p + n * in.stride(0), in.stride(1), in.stride(2), in.stride(3)};
         const View<scalar_t, acc_t> dst{out_p + n * out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
         if constexpr (kBackward) {
-          cpu::backward_image(src, dst, g, o, ws.get());
+          cpu::backward_image(src, dst, g, o, ws.get(), shared);
         } else {
-          cpu::forward_image(src, dst, g, o, ws.get());
+          cpu::forward_image(src, dst, g, o, ws.get(), shared);
         }
       }
     });

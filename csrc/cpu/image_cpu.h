@@ -213,10 +213,39 @@ void map_image(const Src& x, const Dst& dst, const RowMap& m, int C) {
   }
 }
 
-// Pointwise forward (colour, crop, cutout, flip), row by row, into dst. buf: (C + 1) W acc_t.
+// True when every channel of the image is one contiguous run of H W elements (rows back to back).
+template <typename V>
+bool dense_planes(const V& v, int H, int W) {
+  return v.col_stride() == 1 && (H == 1 || v.row(0, 1) - v.row(0, 0) == W);
+}
+
+// The colour ops alone on dense planes, each plane as one run of n = H W pixels: the same
+// per-pixel arithmetic as the row loop of pointwise_rows (shift, channel mean, ColorMap::apply),
+// with loops long enough to amortise their set-up. mean: n acc_t.
+template <typename acc_t, typename Src, typename Dst>
+void colour_planes(const Src& x, const Dst& dst, int C, int n, const ColorMap<acc_t>& cm, acc_t* mean) {
+  using Out = dst_t<Dst>;
+  if (cm.sat) {
+    const auto* x0 = x.row(0, 0);
+    for (int k = 0; k < n; ++k) mean[k] = static_cast<acc_t>(x0[k]) + cm.shift;
+    for (int c = 1; c < C; ++c) {
+      const auto* r = x.row(c, 0);
+      for (int k = 0; k < n; ++k) mean[k] += static_cast<acc_t>(r[k]) + cm.shift;
+    }
+    for (int k = 0; k < n; ++k) mean[k] /= acc_t(C);
+  }
+  for (int c = 0; c < C; ++c) {
+    const auto* r = x.row(c, 0);
+    Out* out = dst.row(c, 0);
+    for (int k = 0; k < n; ++k) out[k] = static_cast<Out>(cm.apply(static_cast<acc_t>(r[k]) + cm.shift, mean[k]));
+  }
+}
+
+// Pointwise forward (colour, crop, cutout, flip), row by row, into dst. buf: (C + 1) W acc_t;
+// scratch: H W acc_t or nullptr (then the colour-only case runs row by row too).
 template <typename acc_t, typename Src, typename Dst>
 void pointwise_rows(const Src& x, const Dst& dst, const ImageGeometry<acc_t>& g, const Omega<acc_t>& o,
-                    acc_t* buf) {
+                    acc_t* buf, acc_t* scratch = nullptr) {
   const int C = g.C, H = g.H, W = g.W;
   const RowMap m = RowMap::of(g, o, false);
   const bool colour = g.has(kBrightness) || g.has(kSaturation) || g.has(kContrast);
@@ -228,6 +257,11 @@ void pointwise_rows(const Src& x, const Dst& dst, const ImageGeometry<acc_t>& g,
   const int64_t xs = x.col_stride(), ds = dst.col_stride();
   if (!colour) {
     map_image<acc_t>(x, dst, m, C);
+    return;
+  }
+  const bool moved = m.drow != 0 || m.flip || m.d != 0 || g.has(kCutout);
+  if (!moved && scratch != nullptr && dense_planes(x, H, W) && dense_planes(dst, H, W)) {
+    colour_planes(x, dst, C, g.hw(), cm, scratch);
     return;
   }
   acc_t* mean = buf + C * W;
@@ -262,14 +296,43 @@ void pointwise_rows(const Src& x, const Dst& dst, const ImageGeometry<acc_t>& g,
   }
 }
 
-// Transposed pointwise ops, row by row: dx = colour^T(crop/cutout/flip^T(gw)). buf: (C + 1) W.
+// The transposed colour ops alone on dense planes of n = H W pixels (ColorTranspose::apply, the
+// channel mean summed in channel order). mean: n acc_t.
+template <typename acc_t, typename Grad, typename Dst>
+void colour_transpose_planes(const Grad& gw, const Dst& dx, int C, int n, const ColorTranspose<acc_t>& ct,
+                             acc_t* mean) {
+  using Out = dst_t<Dst>;
+  if (ct.sat) {
+    const auto* g0 = gw.row(0, 0);
+    for (int k = 0; k < n; ++k) mean[k] = static_cast<acc_t>(g0[k]);
+    for (int c = 1; c < C; ++c) {
+      const auto* r = gw.row(c, 0);
+      for (int k = 0; k < n; ++k) mean[k] += static_cast<acc_t>(r[k]);
+    }
+    for (int k = 0; k < n; ++k) mean[k] /= acc_t(C);
+  }
+  for (int c = 0; c < C; ++c) {
+    const auto* r = gw.row(c, 0);
+    Out* out = dx.row(c, 0);
+    for (int k = 0; k < n; ++k) out[k] = static_cast<Out>(ct.apply(static_cast<acc_t>(r[k]), mean[k]));
+  }
+}
+
+// Transposed pointwise ops, row by row: dx = colour^T(crop/cutout/flip^T(gw)). buf: (C + 1) W;
+// scratch: H W acc_t or nullptr (then the colour-only case runs row by row too).
 template <typename acc_t, typename Grad, typename Dst>
 void pointwise_transpose_rows(const Grad& gw, const Dst& dx, const ImageGeometry<acc_t>& g, const Omega<acc_t>& o,
-                              acc_t* buf) {
+                              acc_t* buf, acc_t* scratch = nullptr) {
   const int C = g.C, H = g.H, W = g.W;
   const RowMap m = RowMap::of(g, o, true);
   const bool colour = g.has(kSaturation) || g.has(kContrast);
   const int64_t gs = gw.col_stride(), ds = dx.col_stride();
+  const bool moved = m.drow != 0 || m.flip || m.d != 0 || g.has(kCutout);
+  if (colour && !moved && scratch != nullptr && dense_planes(gw, H, W) && dense_planes(dx, H, W)) {
+    const acc_t G = g.has(kContrast) ? image_sum<acc_t>(gw, C, H, W) / acc_t(C * g.hw()) : acc_t(0);
+    colour_transpose_planes(gw, dx, C, g.hw(), ColorTranspose<acc_t>::of(g, o, G), scratch);
+    return;
+  }
   // The rows of the transposed crop/cutout/flip output, every channel, into buf.
   auto col_rows = [&](int a) {
     const int p = m.src_row(a);
@@ -438,19 +501,37 @@ void copy_into(const Src& x, const Padded<acc_t>& pad, int C) {
   }
 }
 
+// Where a resampling gets each row's taps: filled per row into one RowTaps (scratch), or read from
+// a table of every row's taps filled once per call (TapPlan) when the batch shares ω.
+template <typename acc_t>
+struct TapRows {
+  RowTaps<acc_t> scratch;
+  const acc_t* planned;  // H rows of RowTaps::size(W) values, or nullptr
+  int64_t stride;
+
+  DSA_INLINE RowTaps<acc_t> row(const Affine<acc_t>& A, const Padded<acc_t>& pad, int i) const {
+    if (planned == nullptr) {
+      scratch.fill(A, pad, i);
+      return scratch;
+    }
+    // NB: read only; RowTaps holds mutable pointers because fill writes through them.
+    return RowTaps<acc_t>::at(const_cast<acc_t*>(planned) + i * stride, A.W);
+  }
+};
+
 // Forward resampling of a Padded source into dst, row by row: the gather of resample_pixel (the
 // same weights, the same sum order) with the row's taps ready. Channels innermost: a pixel's offset
 // and weights are loaded once for all channels (kC: the channel count when known at compile time).
 template <int kC, typename acc_t, typename Dst>
 void resample_padded_as(const Padded<acc_t>& src, const Dst& dst, const Affine<acc_t>& A, int C,
-                        const RowTaps<acc_t>& t) {
+                        const TapRows<acc_t>& rows) {
   using T = dst_t<Dst>;
   const int H = A.H, W = A.W, sp = src.wp(), plane = src.plane();
   const int n = kC > 0 ? kC : C;
   const int64_t ds = dst.col_stride();
   const int64_t dc = n > 1 ? dst.row(1, 0) - dst.row(0, 0) : 0;
   for (int i = 0; i < H; ++i) {
-    t.fill(A, src, i);
+    const RowTaps<acc_t> t = rows.row(A, src, i);
     T* out = dst.row(0, i);
     for (int j = 0; j < W; ++j) {
       const acc_t* q = src.data + t.idx[j];
@@ -464,7 +545,7 @@ void resample_padded_as(const Padded<acc_t>& src, const Dst& dst, const Affine<a
 }
 
 template <typename acc_t, typename Dst>
-void resample_padded(const Padded<acc_t>& src, const Dst& dst, const Affine<acc_t>& A, int C, const RowTaps<acc_t>& t) {
+void resample_padded(const Padded<acc_t>& src, const Dst& dst, const Affine<acc_t>& A, int C, const TapRows<acc_t>& t) {
   if (C == 3) {
     resample_padded_as<3>(src, dst, A, C, t);
   } else {
@@ -480,14 +561,14 @@ void resample_padded(const Padded<acc_t>& src, const Dst& dst, const Affine<acc_
 // order per element is unchanged).
 template <int kC, typename acc_t, typename Grad>
 void scatter_padded_as(const Grad& g, const Padded<acc_t>& dst, const Affine<acc_t>& A, int C,
-                       const RowTaps<acc_t>& t) {
+                       const TapRows<acc_t>& rows) {
   const int H = A.H, W = A.W, sp = dst.wp(), plane = dst.plane();
   const int n = kC > 0 ? kC : C;
   const int64_t gs = g.col_stride();
   const int64_t gc = n > 1 ? g.row(1, 0) - g.row(0, 0) : 0;
   dst.zero_all(n);
   for (int i = 0; i < H; ++i) {
-    t.fill(A, dst, i);
+    const RowTaps<acc_t> t = rows.row(A, dst, i);
     const auto* in = g.row(0, i);
     for (int j = 0; j < W; ++j) {
       acc_t* q = dst.data + t.idx[j];
@@ -505,7 +586,7 @@ void scatter_padded_as(const Grad& g, const Padded<acc_t>& dst, const Affine<acc
 }
 
 template <typename acc_t, typename Grad>
-void scatter_padded(const Grad& g, const Padded<acc_t>& dst, const Affine<acc_t>& A, int C, const RowTaps<acc_t>& t) {
+void scatter_padded(const Grad& g, const Padded<acc_t>& dst, const Affine<acc_t>& A, int C, const TapRows<acc_t>& t) {
   if (C == 3) {
     scatter_padded_as<3>(g, dst, A, C, t);
   } else {
@@ -535,20 +616,58 @@ int64_t cpu_workspace_size(int64_t C, int64_t H, int64_t W) {
   return CpuWorkspace::of<acc_t>(C, H, W).total;
 }
 
-// y = fused forward of x for one image. ws: cpu_workspace_size(C, H, W) acc_t.
+// The taps of both resamplings for every row, filled once per call when the whole batch shares
+// one ω (a Siamese draw): every image then reads them instead of recomputing them. Used for
+// images of at most kMaxPlannedPixels pixels, which bounds the table (per-row taps above that).
+constexpr int64_t kMaxPlannedPixels = 128 * 128;
+
+template <typename acc_t>
+struct TapPlan {
+  const acc_t* scale = nullptr;   // H rows of RowTaps::size(W) values, or nullptr
+  const acc_t* rotate = nullptr;
+  int64_t stride = 0;
+
+  static bool wanted(int64_t H, int64_t W) { return H * W <= kMaxPlannedPixels; }
+  // acc_t values of the table: both resamplings' rows and a base table.
+  static int64_t size(int64_t H, int64_t W) { return 2 * H * RowTaps<acc_t>::size(W) + H + W; }
+
+  // Fills the table for the call's geometry restricted to ω's active ops (what forward_image and
+  // backward_image use for every image of the call).
+  static TapPlan build(const ImageGeometry<acc_t>& call, const Omega<acc_t>& o, acc_t* storage) {
+    const ImageGeometry<acc_t> g = call.for_sample(o);
+    TapPlan p;
+    p.stride = RowTaps<acc_t>::size(g.W);
+    acc_t* rows = storage;
+    const acc_t* base = fill_base_table_at(SerialExec{}, storage + 2 * g.H * p.stride, g);
+    const Padded<acc_t> pad{nullptr, g.H, g.W};  // only its offsets are read
+    auto fill = [&](const Affine<acc_t>& A, acc_t* table) {
+      for (int i = 0; i < g.H; ++i) RowTaps<acc_t>::at(table + i * p.stride, g.W).fill(A, pad, i);
+      return table;
+    };
+    if (g.has(kScale)) p.scale = fill(g.scale(o, base), rows);
+    if (g.has(kRotate)) p.rotate = fill(g.rotate(o, base), rows + g.H * p.stride);
+    return p;
+  }
+};
+
+// y = fused forward of x for one image. ws: cpu_workspace_size(C, H, W) acc_t. plan: the taps of
+// ω's resamplings (TapPlan::build of this call and ω), or nullptr to fill them row by row.
 template <typename acc_t, typename Src, typename Dst>
-void forward_image(const Src& x, const Dst& y, const ImageGeometry<acc_t>& call, const Omega<acc_t>& o, acc_t* ws) {
+void forward_image(const Src& x, const Dst& y, const ImageGeometry<acc_t>& call, const Omega<acc_t>& o, acc_t* ws,
+                   const TapPlan<acc_t>* plan = nullptr) {
   const ImageGeometry<acc_t> g = call.for_sample(o);
   const CpuWorkspace L = CpuWorkspace::of<acc_t>(g.C, g.H, g.W);
   acc_t* rowbuf = ws + L.rowbuf;
   const bool scale = g.has(kScale), rotate = g.has(kRotate);
   const bool pointwise = (g.flags & ~int64_t(kScale | kRotate)) != 0;
   if (!scale && !rotate) {
-    pointwise_rows(x, y, g, o, rowbuf);
+    pointwise_rows(x, y, g, o, rowbuf, /*scratch=*/ws);  // the resampling planes are free
     return;
   }
   const acc_t* base = fill_base_table_at(SerialExec{}, ws + L.base, g);
   const RowTaps<acc_t> taps = RowTaps<acc_t>::at(ws + L.taps, g.W);
+  const TapRows<acc_t> scale_rows{taps, plan ? plan->scale : nullptr, plan ? plan->stride : 0};
+  const TapRows<acc_t> rotate_rows{taps, plan ? plan->rotate : nullptr, plan ? plan->stride : 0};
   const Padded<acc_t> w{ws, g.H, g.W}, z{ws + L.pad, g.H, g.W};
   w.zero_border(g.C);
   if (pointwise) {
@@ -558,33 +677,42 @@ void forward_image(const Src& x, const Dst& y, const ImageGeometry<acc_t>& call,
   }
   if (scale && rotate) {
     z.zero_border(g.C);
-    resample_padded(w, z.interior(), g.scale(o, base), g.C, taps);
-    resample_padded(z, y, g.rotate(o, base), g.C, taps);
+    resample_padded(w, z.interior(), g.scale(o, base), g.C, scale_rows);
+    resample_padded(z, y, g.rotate(o, base), g.C, rotate_rows);
+  } else if (scale) {
+    resample_padded(w, y, g.scale(o, base), g.C, scale_rows);
   } else {
-    resample_padded(w, y, scale ? g.scale(o, base) : g.rotate(o, base), g.C, taps);
+    resample_padded(w, y, g.rotate(o, base), g.C, rotate_rows);
   }
 }
 
-// dx = transposed fused map applied to dy, for one image. ws: cpu_workspace_size(C, H, W).
+// dx = transposed fused map applied to dy, for one image. ws: cpu_workspace_size(C, H, W); plan:
+// as forward_image.
 template <typename acc_t, typename Grad, typename Dst>
 void backward_image(const Grad& dy, const Dst& dx, const ImageGeometry<acc_t>& call, const Omega<acc_t>& o,
-                    acc_t* ws) {
+                    acc_t* ws, const TapPlan<acc_t>* plan = nullptr) {
   const ImageGeometry<acc_t> g = call.for_sample(o);
   const CpuWorkspace L = CpuWorkspace::of<acc_t>(g.C, g.H, g.W);
   acc_t* rowbuf = ws + L.rowbuf;
   const bool scale = g.has(kScale), rotate = g.has(kRotate);
   const bool pointwise = (g.flags & ~int64_t(kScale | kRotate)) != 0;
   if (!scale && !rotate) {
-    pointwise_transpose_rows(dy, dx, g, o, rowbuf);
+    pointwise_transpose_rows(dy, dx, g, o, rowbuf, /*scratch=*/ws);  // the resampling planes are free
     return;
   }
   const acc_t* base = fill_base_table_at(SerialExec{}, ws + L.base, g);
   const RowTaps<acc_t> taps = RowTaps<acc_t>::at(ws + L.taps, g.W);
+  const TapRows<acc_t> scale_rows{taps, plan ? plan->scale : nullptr, plan ? plan->stride : 0};
+  const TapRows<acc_t> rotate_rows{taps, plan ? plan->rotate : nullptr, plan ? plan->stride : 0};
   const Padded<acc_t> p0{ws, g.H, g.W}, p1{ws + L.pad, g.H, g.W};
-  scatter_padded(dy, p0, rotate ? g.rotate(o, base) : g.scale(o, base), g.C, taps);
+  if (rotate) {
+    scatter_padded(dy, p0, g.rotate(o, base), g.C, rotate_rows);
+  } else {
+    scatter_padded(dy, p0, g.scale(o, base), g.C, scale_rows);
+  }
   Padded<acc_t> last = p0;
   if (scale && rotate) {
-    scatter_padded(p0.interior(), p1, g.scale(o, base), g.C, taps);
+    scatter_padded(p0.interior(), p1, g.scale(o, base), g.C, scale_rows);
     last = p1;
   }
   if (pointwise) {
