@@ -32,11 +32,15 @@ at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, in
     std::unique_ptr<acc_t[]> plan_store;
     cpu::TapPlan<acc_t> plan;
     const bool planned = B == 1 && (flags & (kScale | kRotate)) != 0 && cpu::TapPlan<acc_t>::wanted(g.H, g.W);
+    cpu::GatherPlan<acc_t> gather;  // backward: the transposed resamplings as gathers
     if (planned) {
+      const Omega<acc_t> o = Omega<acc_t>::load(om_p);
       plan_store.reset(new acc_t[cpu::TapPlan<acc_t>::size(g.H, g.W)]);
-      plan = cpu::TapPlan<acc_t>::build(g, Omega<acc_t>::load(om_p), plan_store.get());
+      plan = cpu::TapPlan<acc_t>::build(g, o, plan_store.get());
+      if (kBackward) gather.build(g, o, plan, in.stride(2), in.stride(3));
     }
     const cpu::TapPlan<acc_t>* shared = planned ? &plan : nullptr;
+    const cpu::GatherPlan<acc_t>* shared_gather = planned && kBackward ? &gather : nullptr;
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
       // NB: uninitialised: every value is written before it is read.
       const std::unique_ptr<acc_t[]> ws(new acc_t[ws_size]);
@@ -45,7 +49,7 @@ at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, in
         const View<const scalar_t, acc_t> src{in_p + n * in.stride(0), in.stride(1), in.stride(2), in.stride(3)};
         const View<scalar_t, acc_t> dst{out_p + n * out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
         if constexpr (kBackward) {
-          cpu::backward_image(src, dst, g, o, ws.get(), shared);
+          cpu::backward_image(src, dst, g, o, ws.get(), shared, shared_gather);
         } else {
           cpu::forward_image(src, dst, g, o, ws.get(), shared);
         }

@@ -594,6 +594,91 @@ void scatter_padded(const Grad& g, const Padded<acc_t>& dst, const Affine<acc_t>
   }
 }
 
+// The transposed resampling as a gather, for a batch that shares ω: for each source pixel in
+// row-major order, the output pixels whose taps reach it (their element offsets in the gradient
+// read) and the weights, listed in row-major order of the output pixels (a CSR table). The gather
+// then sums, per source pixel, from 0, the same products in the same order as scatter_padded_as:
+// the same values, without the accumulator's zero fill and read-modify-writes.
+template <typename acc_t>
+struct GatherTable {
+  std::vector<int32_t> start;   // H W + 1: source pixel p's entries are [start[p], start[p + 1])
+  std::vector<int64_t> offset;  // the output pixel's offset i sh + j sw in the gradient read
+  std::vector<acc_t> weight;
+
+  // From the taps of every output row (a TapPlan table) and the strides (sh, sw) of the gradient
+  // that will be read. pad: the Padded geometry the taps' offsets refer to.
+  void build(const acc_t* rows, int64_t stride, const Padded<acc_t>& pad, int64_t sh, int64_t sw) {
+    const int H = pad.H, W = pad.W, wp = pad.wp();
+    start.assign(int64_t(H) * W + 1, 0);
+    // Visits every tap inside the image, output pixels in row-major order, as f(source, i, j, w).
+    auto taps = [&](auto&& f) {
+      for (int i = 0; i < H; ++i) {
+        const RowTaps<acc_t> t = RowTaps<acc_t>::at(const_cast<acc_t*>(rows) + i * stride, W);
+        for (int j = 0; j < W; ++j) {
+          const int r0 = t.idx[j] / wp - 1, s0 = t.idx[j] % wp - 1;
+          const acc_t w[4] = {t.w00[j], t.w01[j], t.w10[j], t.w11[j]};
+          for (int k = 0; k < 4; ++k) {
+            const int r = r0 + k / 2, c = s0 + k % 2;
+            if (r >= 0 && r < H && c >= 0 && c < W) f(r * W + c, i, j, w[k]);
+          }
+        }
+      }
+    };
+    taps([&](int p, int, int, acc_t) { ++start[p + 1]; });
+    for (int64_t p = 0; p < int64_t(H) * W; ++p) start[p + 1] += start[p];
+    offset.resize(start.back());
+    weight.resize(start.back());
+    std::vector<int32_t> next(start.begin(), start.end() - 1);
+    taps([&](int p, int i, int j, acc_t w) {
+      const int32_t e = next[p]++;
+      offset[e] = i * sh + j * sw;
+      weight[e] = w;
+    });
+  }
+};
+
+// dst (a Padded interior; its border is not written) = the transposed resampling of g, by the
+// gather of a GatherTable built for g's strides. Channels innermost.
+template <int kC, typename acc_t, typename Grad>
+void gather_padded_as(const Grad& g, const Padded<acc_t>& dst, int C, const GatherTable<acc_t>& table) {
+  const int H = dst.H, W = dst.W, plane = dst.plane();
+  const int n = kC > 0 ? kC : C;
+  const auto* in = g.row(0, 0);
+  const int64_t gc = n > 1 ? g.row(1, 0) - in : 0;
+  const int32_t* start = table.start.data();
+  const int64_t* offset = table.offset.data();
+  const acc_t* weight = table.weight.data();
+  constexpr int kN = kC > 0 ? kC : 1;
+  for (int r = 0; r < H; ++r) {
+    acc_t* out = dst.data + dst.offset(r, 0);
+    for (int s = 0; s < W; ++s, ++start) {
+      if constexpr (kC > 0) {
+        acc_t a[kN] = {};
+        for (int32_t e = start[0]; e < start[1]; ++e) {
+          const auto* v = in + offset[e];
+          for (int c = 0; c < kN; ++c) a[c] += static_cast<acc_t>(v[c * gc]) * weight[e];
+        }
+        for (int c = 0; c < kN; ++c) out[c * plane + s] = a[c];
+      } else {
+        for (int c = 0; c < n; ++c) {
+          acc_t a = 0;
+          for (int32_t e = start[0]; e < start[1]; ++e) a += static_cast<acc_t>(in[offset[e] + c * gc]) * weight[e];
+          out[c * plane + s] = a;
+        }
+      }
+    }
+  }
+}
+
+template <typename acc_t, typename Grad>
+void gather_padded(const Grad& g, const Padded<acc_t>& dst, int C, const GatherTable<acc_t>& table) {
+  if (C == 3) {
+    gather_padded_as<3>(g, dst, C, table);
+  } else {
+    gather_padded_as<0>(g, dst, C, table);
+  }
+}
+
 // One worker's workspace, in acc_t values: two Padded images, the base table, a row buffer of
 // (C + 1) W values and one row of taps.
 struct CpuWorkspace {
@@ -650,6 +735,25 @@ struct TapPlan {
   }
 };
 
+// The transposed resamplings of a call whose batch shares ω, as gathers (GatherTable), for a
+// gradient with row and column strides (sh, sw): the first transposed resampling reads it; the
+// second (scale, after rotate) reads the first's Padded output.
+template <typename acc_t>
+struct GatherPlan {
+  GatherTable<acc_t> scale, rotate;
+
+  void build(const ImageGeometry<acc_t>& call, const Omega<acc_t>& o, const TapPlan<acc_t>& taps, int64_t sh,
+             int64_t sw) {
+    const ImageGeometry<acc_t> g = call.for_sample(o);
+    const Padded<acc_t> pad{nullptr, g.H, g.W};
+    if (g.has(kRotate)) rotate.build(taps.rotate, taps.stride, pad, sh, sw);
+    if (g.has(kScale)) {
+      const bool after_rotate = g.has(kRotate);
+      scale.build(taps.scale, taps.stride, pad, after_rotate ? pad.wp() : sh, after_rotate ? 1 : sw);
+    }
+  }
+};
+
 // y = fused forward of x for one image. ws: cpu_workspace_size(C, H, W) acc_t. plan: the taps of
 // ω's resamplings (TapPlan::build of this call and ω), or nullptr to fill them row by row.
 template <typename acc_t, typename Src, typename Dst>
@@ -687,10 +791,11 @@ void forward_image(const Src& x, const Dst& y, const ImageGeometry<acc_t>& call,
 }
 
 // dx = transposed fused map applied to dy, for one image. ws: cpu_workspace_size(C, H, W); plan:
-// as forward_image.
+// as forward_image; gather: the transposed resamplings as gathers (GatherPlan::build of this call,
+// ω and dy's strides), or nullptr for the ordered scatter.
 template <typename acc_t, typename Grad, typename Dst>
 void backward_image(const Grad& dy, const Dst& dx, const ImageGeometry<acc_t>& call, const Omega<acc_t>& o,
-                    acc_t* ws, const TapPlan<acc_t>* plan = nullptr) {
+                    acc_t* ws, const TapPlan<acc_t>* plan = nullptr, const GatherPlan<acc_t>* gather = nullptr) {
   const ImageGeometry<acc_t> g = call.for_sample(o);
   const CpuWorkspace L = CpuWorkspace::of<acc_t>(g.C, g.H, g.W);
   acc_t* rowbuf = ws + L.rowbuf;
@@ -705,14 +810,20 @@ void backward_image(const Grad& dy, const Dst& dx, const ImageGeometry<acc_t>& c
   const TapRows<acc_t> scale_rows{taps, plan ? plan->scale : nullptr, plan ? plan->stride : 0};
   const TapRows<acc_t> rotate_rows{taps, plan ? plan->rotate : nullptr, plan ? plan->stride : 0};
   const Padded<acc_t> p0{ws, g.H, g.W}, p1{ws + L.pad, g.H, g.W};
-  if (rotate) {
+  if (gather != nullptr) {
+    gather_padded(dy, p0, g.C, rotate ? gather->rotate : gather->scale);
+  } else if (rotate) {
     scatter_padded(dy, p0, g.rotate(o, base), g.C, rotate_rows);
   } else {
     scatter_padded(dy, p0, g.scale(o, base), g.C, scale_rows);
   }
   Padded<acc_t> last = p0;
   if (scale && rotate) {
-    scatter_padded(p0.interior(), p1, g.scale(o, base), g.C, scale_rows);
+    if (gather != nullptr) {
+      gather_padded(p0.interior(), p1, g.C, gather->scale);
+    } else {
+      scatter_padded(p0.interior(), p1, g.scale(o, base), g.C, scale_rows);
+    }
     last = p1;
   }
   if (pointwise) {
