@@ -10,7 +10,8 @@ table (no sampling, no Python around the kernel), one ``grid_sample`` with a rea
 ``x.clone()``, all on the same tensor. Then the targets (fused >= 5x the reference; fused forward
 <= 2x one grid_sample forward; fused forward+backward <= one grid_sample forward+backward) and the
 bytes the forward moves (x read once, y written once) as a fraction of the copy's speed.
-Rows are interleaved round by round, so load on a shared machine hits them alike; the CPU time of
+Rows are interleaved round by round (in a new seeded random order each round), so load on a shared
+machine and the state one row leaves to the next hit them alike; the CPU time of
 the process (summed over its threads) is printed beside the wall time: with one thread on a loaded
 machine it is the steadier number. The verdicts use wall time.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import random
 import math
 import statistics
 import time
@@ -79,8 +81,13 @@ def main() -> None:
         cpu = {k: [] for k in rows}
         for fn in rows.values():
             fn()  # warm-up
+        shuffle = random.Random(0).shuffle
         for _ in range(args.rounds):
-            for k, fn in rows.items():
+            # Each round in a new (seeded) order: no row always follows the same neighbour (a row
+            # that frees memory or evicts caches would otherwise always hand its state to the next).
+            order = list(rows.items())
+            shuffle(order)
+            for k, fn in order:
                 c, s = time.process_time(), time.perf_counter()
                 fn()
                 times[k].append(time.perf_counter() - s)

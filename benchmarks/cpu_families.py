@@ -7,7 +7,8 @@ For every shape and family ('S' mode, rng='compat', a new seed per call, as test
 ``test_diffaugment`` rows), forward and forward + ``sum().backward()``: the median wall time of one
 ``DiffAugment`` call with backend 'fused' and 'reference', the speed-up, each as a multiple of one
 ``x.clone()`` of the same tensor, and the median CPU time (steadier on a loaded machine). Every round
-runs every row once, in turn, so load hits fused and reference alike. Targets: fused never slower
+runs every row once, in turn (in a new seeded random order each round), so load and the
+allocator's and caches' state hit fused and reference alike. Targets: fused never slower
 than the reference; >= 2x for color, crop, scale and rotate (verdicts on wall time; the last
 column is the speed-up in CPU time, the steadier figure on a loaded machine).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import random
 import statistics
 import time
 
@@ -66,8 +68,13 @@ def main() -> None:
         cpu = {k: [] for k in rows}
         for fn in rows.values():
             fn()
+        shuffle = random.Random(0).shuffle
         for _ in range(args.rounds):
-            for k, fn in rows.items():
+            # Each round in a new (seeded) order: no row always follows the same neighbour (a row
+            # that frees memory or evicts caches would otherwise always hand its state to the next).
+            order = list(rows.items())
+            shuffle(order)
+            for k, fn in order:
                 c, s = time.process_time(), time.perf_counter()
                 fn()
                 wall[k].append(time.perf_counter() - s)

@@ -145,6 +145,13 @@ void copy_image(const Src& x, const Dst& dst, int C, int H, int W) {
   }
   using T = dst_t<Dst>;
   const int64_t xs = x.col_stride(), ds = dst.col_stride();
+  const bool dst_dense = ds == 1 && (H == 1 || dst.row(0, 1) - out == W);
+  if (xs == 0 && (H == 1 || x.row(0, 1) == in) && dst_dense) {
+    // Every row of a channel is one broadcast value (an expanded gradient, as y.sum().backward()
+    // passes): one fill per channel.
+    for (int c = 0; c < C; ++c) std::fill_n(dst.row(c, 0), hw, static_cast<T>(x.row(c, 0)[0]));
+    return;
+  }
   for (int c = 0; c < C; ++c) {
     for (int i = 0; i < H; ++i) {
       const auto* r = x.row(c, i);
@@ -192,11 +199,18 @@ void map_image(const Src& x, const Dst& dst, const RowMap& m, int C) {
   if (m.drow == 0 && !m.flip && m.d == 0) {
     // Only a cutout (or nothing): copy the image, then zero the box.
     copy_image(x, dst, C, H, W);
+    using T = dst_t<Dst>;
     for (int i = m.r0 < 0 ? 0 : m.r0; i < H && i < m.r1; ++i) {
       for (int c = 0; c < C; ++c) {
-        auto* out = dst.row(c, i);
+        T* out = dst.row(c, i);
         const auto* in = x.row(c, i);
-        for (int t = m.c0; t < m.c1; ++t) out[t * ds] = static_cast<dst_t<Dst>>(static_cast<acc_t>(in[t * xs]) * acc_t(0));
+        if (ds == 1 && xs == 1) {
+          for (int t = m.c0; t < m.c1; ++t) out[t] = static_cast<T>(static_cast<acc_t>(in[t]) * acc_t(0));
+        } else if (ds == 1 && xs == 0) {
+          std::fill(out + m.c0, out + std::max(m.c0, m.c1), static_cast<T>(static_cast<acc_t>(in[0]) * acc_t(0)));
+        } else {
+          for (int t = m.c0; t < m.c1; ++t) out[t * ds] = static_cast<T>(static_cast<acc_t>(in[t * xs]) * acc_t(0));
+        }
       }
     }
     return;
