@@ -1,7 +1,8 @@
 // Bilinear resampling with zero fill at an affine grid: the only copy of this math (sample
 // positions, taps, weights), used by the CPU and the CUDA kernels. Forward: a gather. Backward, the
 // transposed map: on CUDA also a gather (resample_transpose_pixel), deterministic without atomics;
-// on the CPU an ordered scatter with the same weights in the same order (cpu/image_cpu.h).
+// on the CPU an ordered scatter, or a gather over a per-call table, with the same weights in the
+// same order (cpu/image_cpu.h).
 //
 // Conventions are torch's affine_grid + grid_sample (mode='bilinear', padding_mode='zeros'):
 // output pixel (i, j) (row, column) has normalised base coordinates (xn(j), yn(i)); theta maps
