@@ -1,10 +1,10 @@
 """The CPU executor's shortcuts give the bits of its general paths.
 
 A call whose batch shares one ω (a one-row table) reads the resamplings' taps from a table filled
-once per call, and runs the transposed resamplings as gathers over that table; a table with one row
-per sample fills the taps row by row and scatters. The same ω written once per sample therefore
-runs the other path on the same numbers, and must give the same bits, forward and backward (both
-sum the same products in the same order). Likewise the colour ops run over whole planes for dense
+once per call, and (from 5 images on) runs the transposed resamplings as gathers over that table;
+a table with one row per sample fills the taps row by row and scatters. The same ω written once per
+sample therefore runs the other path on the same numbers, and must give the same bits, forward and
+backward (both sum the same products in the same order). Likewise the colour ops run over whole planes for dense
 images and row by row otherwise (channels_last).
 """
 from __future__ import annotations
@@ -25,6 +25,8 @@ from conftest import FULL_STRATEGY
 SCALE_W, SCALE_H, COS, SIN = 10, 11, 12, 13
 # csrc/cpu/image_cpu.h: kMaxPlannedPixels (larger images fill their taps row by row on both paths)
 MAX_PLANNED_PIXELS = 128 * 128
+# csrc/cpu/image_cpu.h: kMinGatherBatch (smaller batches scatter over the shared taps)
+MIN_GATHER_BATCH = 5
 
 
 def _table(x, strategy, seed, angle=None, scale=None):
@@ -53,7 +55,7 @@ _rng = random.Random(7)
 for _k in range(24):
     CASES.append(
         dict(
-            shape=(_rng.choice([2, 3, 5]), _rng.choice([1, 3]), _rng.choice([1, 2, 7, 16, 32]), _rng.choice([1, 3, 9, 32])),
+            shape=(_rng.choice([2, 6, 8]), _rng.choice([1, 3]), _rng.choice([1, 2, 7, 16, 32]), _rng.choice([1, 3, 9, 32])),
             strategy=_rng.choice(["scale", "rotate", "scale_rotate", FULL_STRATEGY, "crop_flip_rotate"]),
             seed=_rng.randrange(1000),
             angle=_rng.choice([None, 45.0, -170.0, 90.0]),
@@ -85,9 +87,12 @@ def test_shared_taps_equal_per_row_taps(case):
 
 
 def test_shared_taps_cover_the_test_shapes():
-    """The planned path is taken for every case above but the last (kept in sync with image_cpu.h)."""
+    """The shared taps serve every case above but the last, the gathers some of them and the
+    scatter the others (the limits of image_cpu.h: kMaxPlannedPixels, kMinGatherBatch)."""
     sizes = [c["shape"][2] * c["shape"][3] for c in CASES]
     assert all(s <= MAX_PLANNED_PIXELS for s in sizes[:-1]) and sizes[-1] > MAX_PLANNED_PIXELS
+    batches = {c["shape"][0] >= MIN_GATHER_BATCH for c in CASES[:-1]}
+    assert batches == {True, False}
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4])

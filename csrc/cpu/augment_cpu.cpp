@@ -33,14 +33,15 @@ at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, in
     cpu::TapPlan<acc_t> plan;
     const bool planned = B == 1 && (flags & (kScale | kRotate)) != 0 && cpu::TapPlan<acc_t>::wanted(g.H, g.W);
     cpu::GatherPlan<acc_t> gather;  // backward: the transposed resamplings as gathers
+    const bool gathered = planned && kBackward && N >= cpu::kMinGatherBatch;
     if (planned) {
       const Omega<acc_t> o = Omega<acc_t>::load(om_p);
       plan_store.reset(new acc_t[cpu::TapPlan<acc_t>::size(g.H, g.W)]);
       plan = cpu::TapPlan<acc_t>::build(g, o, plan_store.get());
-      if (kBackward) gather.build(g, o, plan, in.stride(2), in.stride(3));
+      if (gathered) gather.build(g, o, plan, in.stride(2), in.stride(3));
     }
     const cpu::TapPlan<acc_t>* shared = planned ? &plan : nullptr;
-    const cpu::GatherPlan<acc_t>* shared_gather = planned && kBackward ? &gather : nullptr;
+    const cpu::GatherPlan<acc_t>* shared_gather = gathered ? &gather : nullptr;
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
       // NB: uninitialised: every value is written before it is read.
       const std::unique_ptr<acc_t[]> ws(new acc_t[ws_size]);

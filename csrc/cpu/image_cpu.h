@@ -632,10 +632,15 @@ struct GatherTable {
       for (int i = 0; i < H; ++i) {
         const RowTaps<acc_t> t = RowTaps<acc_t>::at(const_cast<acc_t*>(rows) + i * stride, W);
         for (int j = 0; j < W; ++j) {
-          const int r0 = t.idx[j] / wp - 1, s0 = t.idx[j] % wp - 1;
+          // The top-left tap (r0, s0) from RowTaps::fill's offset and row: a pixel with no tap in
+          // the image points at the border block (row H, column -1), which puts s0 beyond W.
+          const int r0 = t.y0[j];
+          if (r0 < -1 || r0 >= H) continue;
+          const int s0 = t.idx[j] - (r0 + 1) * wp - 1;
+          if (s0 < -1 || s0 >= W) continue;
           const acc_t w[4] = {t.w00[j], t.w01[j], t.w10[j], t.w11[j]};
           for (int k = 0; k < 4; ++k) {
-            const int r = r0 + k / 2, c = s0 + k % 2;
+            const int r = r0 + (k >> 1), c = s0 + (k & 1);
             if (r >= 0 && r < H && c >= 0 && c < W) f(r * W + c, i, j, w[k]);
           }
         }
@@ -751,6 +756,10 @@ struct TapPlan {
     return p;
   }
 };
+
+// Batches smaller than this keep the scatter: building the gather tables costs about two images'
+// scatters (32x32, both resamplings), and each image then saves about half of one.
+constexpr int64_t kMinGatherBatch = 5;
 
 // The transposed resamplings of a call whose batch shares ω, as gathers (GatherTable), for a
 // gradient with row and column strides (sh, sw): the first transposed resampling reads it; the
