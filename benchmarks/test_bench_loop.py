@@ -21,17 +21,18 @@ and width 32 (one full-size step takes minutes on a small CPU); extra_info says 
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import os
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from dsa_fast import DiffAugment, ParamDiffAug
+from dsa_fast import ParamDiffAug
 from dsa_fast.condense.batched import match_loss_auto, match_loss_grouped, supports_grouped
-from dsa_fast.condense.matching import class_gradients, gradient_distance
+from dsa_fast.condense.matching import match_loss
 from dsa_fast.condense.networks import ConvNet
 
 from conftest import Case, bench_devices
@@ -44,29 +45,8 @@ IPCS = (1, 10, 50)
 CPU_DEFAULT_IPCS = (1,)
 
 
-def per_class_reference(
-    net: nn.Module,
-    real_batches: Sequence[Tensor],
-    syn_batches: Sequence[Tensor],
-    labels: Sequence[int],
-    seeds: Sequence[int],
-    strategy: str,
-    param: Optional[ParamDiffAug] = None,
-    metric: str = "ours",
-) -> Tensor:
-    """matching.match_loss with the reference DiffAugment backend (match_loss does not expose
-    ``backend``): the official loop's structure, per class."""
-    params = [p for p in net.parameters() if p.requires_grad]
-    total: Optional[Tensor] = None
-    for real, syn, label, seed in zip(real_batches, syn_batches, labels, seeds):
-        real_aug = DiffAugment(real, strategy, seed=int(seed), param=param, backend="reference")
-        syn_aug = DiffAugment(syn, strategy, seed=int(seed), param=param, backend="reference")
-        g_real = [g.detach() for g in class_gradients(net, params, real_aug, int(label), create_graph=False)]
-        g_syn = class_gradients(net, params, syn_aug, int(label), create_graph=True)
-        d = gradient_distance(g_syn, g_real, metric)
-        total = d if total is None else total + d
-    assert total is not None
-    return total
+# The official loop's structure, per class, with the reference DiffAugment backend.
+per_class_reference = functools.partial(match_loss, backend="reference")
 
 
 VARIANTS = {"current": match_loss_auto, "grouped": match_loss_grouped, "per-class reference": per_class_reference}

@@ -285,6 +285,52 @@ def test_outer_step_and_epoch_compile_fullgraph_and_equal_eager(device):
         check(pc, p32, p64)
 
 
+@pytest.mark.skipif(not dsa_fast.has_ops(), reason="the compiled step is tested with the fused kernels")
+def test_sum_grad_runs_between_the_compiled_gradient_and_the_update(monkeypatch):
+    """With ``sum_grad`` (the all-reduce of a multi-process run) and compile='on', the loss and
+    gradient are one compiled graph, the sum runs eagerly on its output, and the update uses the
+    summed gradient: the same steps as eager with the same ``sum_grad``. Here the sum is that of two
+    processes with equal gradients (doubling in place). Dynamo with fullgraph=True, backend
+    'aot_eager' (no code generation), as the loop test below."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, **{**kw, "backend": "aot_eager"}))
+    k, ipc = 2, 2
+    reals, img0, net0, _ = _problem(k=k, ipc=ipc)
+    param = ParamDiffAug(rng="device")
+    out = {}
+    for compile in ("off", "on"):
+        seen = []
+
+        def sum_grad(g, seen=seen):
+            seen.append(g.clone())
+            g.mul_(2.0)
+
+        img, net = img0.clone().requires_grad_(True), copy.deepcopy(net0)
+        opt = torch.optim.SGD([img], lr=0.1, momentum=0.5)
+        steps = MatchingSteps(net, img, opt, num_classes=k, ipc=ipc, strategy=STRATEGY, param=param, metric="ours",
+                              lr_net=0.01, batch_train=3, key_base=77, compile=compile, sum_grad=sum_grad)
+        before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        firsts = []
+        for step in range(3):
+            steps.outer_step(reals, torch.tensor(step))
+            firsts.append(img.detach().clone())
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
+        out[compile] = dict(img=img.detach().clone(), buf=opt.state[img]["momentum_buffer"].clone(), seen=seen,
+                            graphs=graphs, first=firsts[0])
+    assert out["off"]["graphs"] == 0 and out["on"]["graphs"] == 1
+    assert len(out["on"]["seen"]) == len(out["off"]["seen"]) == 3
+    scale = float(out["off"]["img"].abs().max())
+    for g_on, g_off in zip(out["on"]["seen"], out["off"]["seen"]):
+        assert float(g_off.abs().max()) > 0
+        torch.testing.assert_close(g_on, g_off, rtol=1e-5, atol=1e-6 * float(g_off.abs().max()))
+    torch.testing.assert_close(out["on"]["img"], out["off"]["img"], rtol=1e-5, atol=1e-6 * scale)
+    torch.testing.assert_close(out["on"]["buf"], out["off"]["buf"], rtol=1e-5, atol=1e-6 * scale)
+    # The update used the summed gradient: torch.optim.SGD's first step sets the buffer to the
+    # gradient, so the images moved by lr times twice the gradient sum_grad was given.
+    for run in out.values():
+        torch.testing.assert_close(run["first"], img0 - 0.1 * (2.0 * run["seen"][0]))
+
+
 def test_the_loop_traces_fullgraph_with_compile_on(tmp_path, monkeypatch):
     """The real loop (10 classes, ConvNetW8, outer and inner loops) with --compile on traces as one
     graph per callable: Dynamo with fullgraph=True, its backend swapped for 'aot_eager' (no inductor

@@ -8,6 +8,8 @@ import torch
 
 from condense_helpers import _one_thread  # noqa: F401
 from dsa_fast import DiffAugment, ParamDiffAug
+from dsa_fast.condense.batched import match_loss_batched, match_loss_grouped
+from dsa_fast.condense.dm import dm_loss
 from dsa_fast.condense.matching import EPS, gradient_distance, layer_distance, match_loss
 from dsa_fast.condense.networks import get_network
 
@@ -109,3 +111,26 @@ def test_match_loss_checks_its_inputs():
     net, reals, _, syns = _tiny_setup("cpu")
     with pytest.raises(ValueError, match="differ in length"):
         match_loss(net, reals, syns[:2], [0, 1, 2], [1, 2, 3], "crop")
+
+
+@pytest.mark.parametrize("name", ["match_loss", "match_loss_batched", "match_loss_grouped", "dm_loss"])
+def test_every_matching_loss_checks_its_class_lists_alike(name):
+    """One check (matching.check_match_args) for every loss over per-class lists: the error names
+    the loss and every list's length."""
+    fn = {"match_loss": match_loss, "match_loss_batched": match_loss_batched,
+          "match_loss_grouped": match_loss_grouped, "dm_loss": dm_loss}[name]
+    net, reals, _, syns = _tiny_setup("cpu")
+    labeled = name != "dm_loss"
+
+    def call(r, s, labels, seeds):
+        return fn(net, r, s, labels, seeds, "crop") if labeled else fn(net, r, s, seeds, "crop")
+
+    with pytest.raises(ValueError, match=rf"condense\.{name}: .*differ in length .*syn_batches=2"):
+        call(reals, syns[:2], [0, 1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match=rf"condense\.{name}: .*differ in length .*seeds=1"):
+        call(reals, syns, [0, 1, 2], [1])
+    if labeled:
+        with pytest.raises(ValueError, match=rf"condense\.{name}: .*labels=2"):
+            call(reals, syns, [0, 1], [1, 2, 3])
+    with pytest.raises(ValueError, match=rf"condense\.{name}: needs at least one class"):
+        call([], [], [], [])

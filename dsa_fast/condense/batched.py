@@ -31,7 +31,7 @@ from torch.func import functional_call, grad, vmap
 from .. import DiffAugment, ParamDiffAug, _ops, compat, has_ops
 from ..params import NO_AUGMENT, check_seed, parse_strategy
 from .ensemble import ensemble_forward, supports_ensemble
-from .matching import EPS, augment_seed, gradient_distance, match_loss
+from .matching import EPS, augment_seed, check_match_args, gradient_distance, match_loss
 from .networks import ConvNet
 
 # Modules whose forward treats every sample of the batch independently and keeps no state between
@@ -108,10 +108,7 @@ def match_loss_batched(
     batches, differ in size across classes (they cannot be stacked). The caller must make sure
     the net has no cross-sample coupling (``supports_batched``; ``match_loss_auto`` does).
     """
-    if not (len(real_batches) == len(syn_batches) == len(labels) == len(seeds)):
-        raise ValueError("dsa_fast.condense: real_batches, syn_batches, labels and seeds differ in length")
-    if len(labels) == 0:
-        raise ValueError("dsa_fast.condense: match_loss needs at least one class")
+    check_match_args("match_loss_batched", real_batches, syn_batches, labels, seeds)
     if len({tuple(r.shape) for r in real_batches}) != 1 or len({tuple(s.shape) for s in syn_batches}) != 1:
         return match_loss(net, real_batches, syn_batches, labels, seeds, strategy, param, metric)
 
@@ -255,10 +252,7 @@ def match_loss_grouped(
     with that class's seed, as ``match_loss``. Falls back to ``match_loss`` when the real (or
     synthetic) batches differ in size across classes. ``net`` must pass ``supports_grouped``.
     """
-    if not (len(real_batches) == len(syn_batches) == len(labels) == len(seeds)):
-        raise ValueError("dsa_fast.condense: real_batches, syn_batches, labels and seeds differ in length")
-    if len(labels) == 0:
-        raise ValueError("dsa_fast.condense: match_loss needs at least one class")
+    check_match_args("match_loss_grouped", real_batches, syn_batches, labels, seeds)
     if not supports_grouped(net):
         raise ValueError(f"dsa_fast.condense: match_loss_grouped needs a ConvNet without batch norm whose "
                          f"parameters all require grad, got {type(net).__name__}")

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from .. import DiffAugment, ParamDiffAug, apply, sample_params
 from ..params import NO_AUGMENT
-from .matching import augment_seed
+from .matching import augment_seed, check_match_args
 from .networks import MLP, VGG11, AlexNet, BasicBlock, ConvNet, LeNet, ResNet18, has_batchnorm
 
 # Leaves whose forward treats every sample of a batch on its own in train mode and keeps no state.
@@ -54,13 +54,6 @@ def per_sample(net: nn.Module) -> bool:
     return True
 
 
-def _check(real_batches: Sequence[Tensor], syn_batches: Sequence[Tensor], seeds: Sequence[int]) -> None:
-    if not (len(real_batches) == len(syn_batches) == len(seeds)):
-        raise ValueError("dsa_fast.condense: real_batches, syn_batches and seeds differ in length")
-    if len(seeds) == 0:
-        raise ValueError("dsa_fast.condense: dm_loss needs at least one class")
-
-
 def _embed(net: nn.Module, x: Tensor) -> Tensor:
     embed = getattr(net, "embed", None)
     if embed is None:
@@ -79,7 +72,7 @@ def dm_loss_per_class(
 ) -> Tensor:
     """The official per-class loop for networks without batch norm: per class, two DiffAugment
     calls with the class's seed, two embeddings, the squared distance of their means."""
-    _check(real_batches, syn_batches, seeds)
+    check_match_args("dm_loss_per_class", real_batches, syn_batches, None, seeds)
     total: Optional[Tensor] = None
     for real, syn, seed in zip(real_batches, syn_batches, seeds):
         real_aug = DiffAugment(real, strategy, seed=augment_seed(seed), param=param)
@@ -113,7 +106,7 @@ def dm_loss(
     the official mixed batch (statistics over all classes). Per-sample networks: one forward per
     side, equal to the per-class loop. Other networks: ``dm_loss_per_class``.
     """
-    _check(real_batches, syn_batches, seeds)
+    check_match_args("dm_loss", real_batches, syn_batches, None, seeds)
     if not has_batchnorm(net) and not per_sample(net):
         return dm_loss_per_class(net, real_batches, syn_batches, seeds, strategy, param)
     if strategy in NO_AUGMENT:

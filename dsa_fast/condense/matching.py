@@ -58,6 +58,20 @@ def gradient_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric:
     raise ValueError(f"dsa_fast.condense: unknown distance {metric!r}; expected 'ours', 'mse' or 'cos'")
 
 
+def check_match_args(fn: str, real_batches: Sequence[Tensor], syn_batches: Sequence[Tensor],
+                     labels: Optional[Sequence[int]], seeds: Sequence) -> None:
+    """The checks every class-matching loss makes of its per-class lists (``labels`` None for a
+    loss without labels): one entry per class in each, and at least one class."""
+    sizes = {"real_batches": len(real_batches), "syn_batches": len(syn_batches), "seeds": len(seeds)}
+    if labels is not None:
+        sizes["labels"] = len(labels)
+    if len(set(sizes.values())) != 1:
+        got = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        raise ValueError(f"dsa_fast.condense.{fn}: the per-class lists differ in length ({got})")
+    if len(seeds) == 0:
+        raise ValueError(f"dsa_fast.condense.{fn}: needs at least one class, got empty lists")
+
+
 def augment_seed(seed):
     """A class's DiffAugment seed as DiffAugment takes it: an int (rng='compat' or 'device'), or a
     one-element integer tensor on the images' device (rng='device': the key stays on the device)."""
@@ -80,6 +94,8 @@ def match_loss(
     strategy: str,
     param: Optional[ParamDiffAug] = None,
     metric: str = "ours",
+    *,
+    backend: str = "auto",
 ) -> Tensor:
     """Σ_c D(∇θ CE(net(aug(syn_c)), c), ∇θ CE(net(aug(real_c)), c)) as a 0-d tensor.
 
@@ -87,18 +103,17 @@ def match_loss(
     DiffAugment seed both are augmented with (one transform for the pair): an int, or with
     ``param.rng == 'device'`` a one-element integer tensor on the images' device. The result carries the
     graph to the synthetic images (and the net's parameters); real gradients are constants.
+    ``backend``: DiffAugment's backend ('auto', 'fused' or 'reference').
     """
-    if not (len(real_batches) == len(syn_batches) == len(labels) == len(seeds)):
-        raise ValueError("dsa_fast.condense: real_batches, syn_batches, labels and seeds differ in length")
+    check_match_args("match_loss", real_batches, syn_batches, labels, seeds)
     params = [p for p in net.parameters() if p.requires_grad]
     total: Optional[Tensor] = None
     for real, syn, label, seed in zip(real_batches, syn_batches, labels, seeds):
-        real_aug = DiffAugment(real, strategy, seed=augment_seed(seed), param=param)
-        syn_aug = DiffAugment(syn, strategy, seed=augment_seed(seed), param=param)
+        real_aug = DiffAugment(real, strategy, seed=augment_seed(seed), param=param, backend=backend)
+        syn_aug = DiffAugment(syn, strategy, seed=augment_seed(seed), param=param, backend=backend)
         g_real = [g.detach() for g in class_gradients(net, params, real_aug, int(label), create_graph=False)]
         g_syn = class_gradients(net, params, syn_aug, int(label), create_graph=True)
         d = gradient_distance(g_syn, g_real, metric)
         total = d if total is None else total + d
-    if total is None:
-        raise ValueError("dsa_fast.condense: match_loss needs at least one class")
+    assert total is not None  # check_match_args: at least one class
     return total
