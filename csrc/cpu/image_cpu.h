@@ -172,30 +172,53 @@ void copy_image(const Src& x, const Dst& dst, int C, int H, int W) {
   }
 }
 
-// Sum of one image (all channels), in a fixed order: rows in order, four partial sums per row.
+// Sum of one image (all channels), in a fixed order whatever the layout: within each channel
+// plane, element e = i W + j goes to partial sum e mod 16 while a whole group of 16 remains, the
+// plane's last H W mod 16 elements to a running rest; the sixteen partial sums then add in a fixed
+// tree. Independent partial sums vectorise without reassociation and hide the adds' latency; a
+// dense plane (or rows of whole groups) takes that path, any other layout the same sums element
+// by element.
 template <typename acc_t, typename Src>
 acc_t image_sum(const Src& x, int C, int H, int W) {
-  acc_t total = 0;
-  const int64_t s = x.col_stride();
+  constexpr int kLanes = 16;
+  const int64_t s = x.col_stride(), n = int64_t(H) * W, full = n - n % kLanes;
+  const bool planes = s == 1 && (H == 1 || x.row(0, 1) - x.row(0, 0) == W);
+  const bool rows = s == 1 && W % kLanes == 0;  // each row starts a group and holds whole groups
+  acc_t p[kLanes] = {};
+  acc_t rest = 0;
+  auto groups = [&](const auto* r, int64_t m) {
+    for (int64_t j = 0; j < m; j += kLanes) {
+      for (int k = 0; k < kLanes; ++k) p[k] += static_cast<acc_t>(r[j + k]);
+    }
+  };
   for (int c = 0; c < C; ++c) {
+    if (planes) {
+      const auto* r = x.row(c, 0);
+      groups(r, full);
+      for (int64_t e = full; e < n; ++e) rest += static_cast<acc_t>(r[e]);
+      continue;
+    }
+    if (rows) {
+      for (int i = 0; i < H; ++i) groups(x.row(c, i), W);
+      continue;
+    }
+    int64_t e = 0;
     for (int i = 0; i < H; ++i) {
       const auto* r = x.row(c, i);
-      acc_t p[4] = {0, 0, 0, 0};
-      int j = 0;
-      if (s == 1) {
-        for (; j + 4 <= W; j += 4) {
-          for (int k = 0; k < 4; ++k) p[k] += static_cast<acc_t>(r[j + k]);
-        }
-      } else {
-        for (; j + 4 <= W; j += 4) {
-          for (int k = 0; k < 4; ++k) p[k] += static_cast<acc_t>(r[(j + k) * s]);
+      for (int j = 0; j < W; ++j, ++e) {
+        const acc_t v = static_cast<acc_t>(r[j * s]);
+        if (e < full) {
+          p[e % kLanes] += v;
+        } else {
+          rest += v;
         }
       }
-      for (; j < W; ++j) p[0] += static_cast<acc_t>(r[j * s]);
-      total += (p[0] + p[1]) + (p[2] + p[3]);
     }
   }
-  return total;
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int k = 0; k < width; ++k) p[k] += p[k + width];
+  }
+  return p[0] + rest;
 }
 
 // dst = the crop/cutout/flip map m of src (no colour op), every channel.
