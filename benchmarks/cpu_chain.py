@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The CPU 'M' chain side by side, at 1 and 2 torch threads, in one process:
 
-    python benchmarks/cpu_chain.py [--shape 256,3,32,32] [--threads 1,2] [--rounds 15]
+    python benchmarks/cpu_chain.py [--shape 256,3,32,32] [--threads 1,2] [--rounds 15] [--malloc default|keep]
 
 Per thread count, the median wall time (ms) of one call, forward and forward + ``sum().backward()``:
 ``DiffAugment(x, FULL, seed, ParamDiffAug(aug_mode='M'), backend)`` for the fused and the reference
@@ -13,7 +13,10 @@ bytes the forward moves (x read once, y written once) as a fraction of the copy'
 Rows are interleaved round by round (in a new seeded random order each round), so load on a shared
 machine and the state one row leaves to the next hit them alike; the CPU time of
 the process (summed over its threads) is printed beside the wall time: with one thread on a loaded
-machine it is the steadier number. The verdicts use wall time.
+machine it is the steadier number. The verdicts use wall time. ``--malloc keep`` applies
+``dsa_fast.condense.cpu.keep_freed_memory()`` first: every row allocates its output, and with
+glibc's own settings a call may get memory returned to the kernel and zero-filled again on first
+touch (see cpu_families.py).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from dsa_fast import DiffAugment, ParamDiffAug, sample_params
+from dsa_fast.condense import cpu
 from dsa_fast.fused import pack_omega
 
 FULL = "color_crop_cutout_flip_scale_rotate"
@@ -38,7 +42,10 @@ def main() -> None:
     ap.add_argument("--shape", default="256,3,32,32")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--malloc", choices=("default", "keep"), default="default")
     args = ap.parse_args()
+    if args.malloc == "keep":
+        cpu.keep_freed_memory()
     shape = tuple(int(v) for v in args.shape.split(","))
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     xg = x.clone().requires_grad_(True)
@@ -74,7 +81,8 @@ def main() -> None:
         "raw op M fwdbwd": fwdbwd(raw),
     }
     nbytes = 2 * x.numel() * x.element_size()
-    print(f"shape {shape} float32, torch {torch.__version__}, rounds {args.rounds} (median), rng='compat' seeded")
+    print(f"shape {shape} float32, torch {torch.__version__}, rounds {args.rounds} (median), rng='compat' seeded, "
+          f"malloc {args.malloc}")
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         times = {k: [] for k in rows}

@@ -2,6 +2,7 @@
 """Each DSA family on the CPU, fused vs reference, side by side, interleaved round by round:
 
     python benchmarks/cpu_families.py [--shapes 256x3x32x32,10x3x32x32] [--threads 1] [--rounds 15]
+        [--malloc default|keep]
 
 For every shape and family ('S' mode, rng='compat', a new seed per call, as test_bench_augment.py's
 ``test_diffaugment`` rows), forward and forward + ``sum().backward()``: the median wall time of one
@@ -11,18 +12,27 @@ runs every row once, in turn (in a new seeded random order each round), so load 
 allocator's and caches' state hit fused and reference alike. Targets: fused never slower
 than the reference; >= 2x for color, crop, scale and rotate (verdicts on wall time; the last
 column is the speed-up in CPU time, the steadier figure on a loaded machine).
+
+Every call allocates its output; with glibc's own settings a freed block of a few MB may go back to
+the kernel, and the next call that gets it zero-fills it page by page on first touch (about 1 ms
+per 3 MB here). Which rows pay that depends on what the rows before them freed, so the last column
+gives the mean minor page faults per call of each backend; ``--malloc keep`` applies
+``dsa_fast.condense.cpu.keep_freed_memory()`` first (freed memory stays in the process), which
+leaves the kernels' own costs.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import random
+import resource
 import statistics
 import time
 
 import torch
 
 from dsa_fast import DiffAugment, ParamDiffAug
+from dsa_fast.condense import cpu
 
 FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")
 MIN_SPEEDUP = {"color": 2.0, "crop": 2.0, "cutout": 1.0, "flip": 1.0, "scale": 2.0, "rotate": 2.0}
@@ -33,13 +43,16 @@ def main() -> None:
     ap.add_argument("--shapes", default="256x3x32x32,10x3x32x32")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--malloc", choices=("default", "keep"), default="default")
     args = ap.parse_args()
+    if args.malloc == "keep":
+        cpu.keep_freed_memory()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} interleaved rounds, median; "
-          "'S' mode, rng='compat', seeded (a new seed per call)\n")
+          f"'S' mode, rng='compat', seeded (a new seed per call); malloc {args.malloc}\n")
     print("| shape | family | dir | fused ms | reference ms | fused × vs ref | target | verdict | clone ms | "
-          "fused in clones | reference in clones | fused CPU ms | reference CPU ms | CPU × |")
-    print("|:---|:---|:---|---:|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|")
+          "fused in clones | reference in clones | fused CPU ms | reference CPU ms | CPU × | page faults per call, fused / ref |")
+    print("|:---|:---|:---|---:|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|")
     seeds = itertools.count(1)
     for shape_name in args.shapes.split(","):
         shape = tuple(int(v) for v in shape_name.split("x"))
@@ -65,7 +78,8 @@ def main() -> None:
                 rows[(fam, backend, "fwd")] = fwd
                 rows[(fam, backend, "fwdbwd")] = fwdbwd
         wall = {k: [] for k in rows}
-        cpu = {k: [] for k in rows}
+        cpu_time = {k: [] for k in rows}
+        faults = {k: [] for k in rows}
         for fn in rows.values():
             fn()
         shuffle = random.Random(0).shuffle
@@ -75,12 +89,15 @@ def main() -> None:
             order = list(rows.items())
             shuffle(order)
             for k, fn in order:
+                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 c, s = time.process_time(), time.perf_counter()
                 fn()
                 wall[k].append(time.perf_counter() - s)
-                cpu[k].append(time.process_time() - c)
+                cpu_time[k].append(time.process_time() - c)
+                faults[k].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
         w = {k: statistics.median(v) * 1e3 for k, v in wall.items()}
-        p = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
+        p = {k: statistics.median(v) * 1e3 for k, v in cpu_time.items()}
+        pf = {k: statistics.mean(v) for k, v in faults.items()}
         for fam in FAMILIES:
             for d in ("fwd", "fwdbwd"):
                 f, r, c = w[(fam, "fused", d)], w[(fam, "reference", d)], w[("clone", d)]
@@ -89,7 +106,8 @@ def main() -> None:
                 print(f"| {shape_name} | {fam} | {d} | {f:.3f} | {r:.3f} | {s:.2f}× | ≥ {need:g}× | "
                       f"{'PASS' if s >= need else 'FAIL'} | {c:.4f} | {f / c:.1f} | {r / c:.1f} | "
                       f"{p[(fam, 'fused', d)]:.3f} | {p[(fam, 'reference', d)]:.3f} | "
-                      f"{p[(fam, 'reference', d)] / p[(fam, 'fused', d)]:.2f}× |")
+                      f"{p[(fam, 'reference', d)] / p[(fam, 'fused', d)]:.2f}× | "
+                      f"{pf[(fam, 'fused', d)]:.0f} / {pf[(fam, 'reference', d)]:.0f} |")
 
 
 if __name__ == "__main__":
