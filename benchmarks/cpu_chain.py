@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from dsa_fast import DiffAugment, ParamDiffAug, sample_params
-from dsa_fast.condense import cpu
+from dsa_fast.condense.cpu import keep_freed_memory
 from dsa_fast.fused import pack_omega
 
 FULL = "color_crop_cutout_flip_scale_rotate"
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--malloc", choices=("default", "keep"), default="default")
     args = ap.parse_args()
     if args.malloc == "keep":
-        cpu.keep_freed_memory()
+        keep_freed_memory()
     shape = tuple(int(v) for v in args.shape.split(","))
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     xg = x.clone().requires_grad_(True)

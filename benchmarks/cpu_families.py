@@ -32,7 +32,7 @@ import time
 import torch
 
 from dsa_fast import DiffAugment, ParamDiffAug
-from dsa_fast.condense import cpu
+from dsa_fast.condense.cpu import keep_freed_memory
 
 FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")
 MIN_SPEEDUP = {"color": 2.0, "crop": 2.0, "cutout": 1.0, "flip": 1.0, "scale": 2.0, "rotate": 2.0}
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--malloc", choices=("default", "keep"), default="default")
     args = ap.parse_args()
     if args.malloc == "keep":
-        cpu.keep_freed_memory()
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} interleaved rounds, median; "
           f"'S' mode, rng='compat', seeded (a new seed per call); malloc {args.malloc}\n")
