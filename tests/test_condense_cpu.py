@@ -9,6 +9,7 @@ import torch
 
 from condense_helpers import _one_thread  # noqa: F401
 from dsa_fast.condense import condense
+from dsa_fast.condense import cli
 from dsa_fast.condense.cli import build_parser, config_from_args
 from dsa_fast.condense.config import CondenseConfig, resolve
 from dsa_fast.condense.cpu import keep_freed_memory
@@ -24,6 +25,17 @@ def test_keep_freed_memory_applies_where_there_is_glibc():
     torch.testing.assert_close((x * 2) / 2, x, rtol=0, atol=0)  # tensors still allocate and free
 
 
+@pytest.mark.parametrize("flag, applied", [(None, True), ("--keep-freed-memory", True),
+                                           ("--no-keep-freed-memory", False)])
+def test_the_command_keeps_freed_memory_unless_told_not_to(monkeypatch, tmp_path, flag, applied):
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True) or True)
+    # A run folder that is not there: the command stops after the process settings.
+    code = cli.main(["--resume", str(tmp_path / "missing"), "--no-progress"] + ([flag] if flag else []))
+    assert code != 0
+    assert calls == ([True] if applied else [])
+
+
 def _given(*args):
     given = vars(build_parser(PROG).parse_args(list(args)))
     given.pop("progress")
@@ -34,7 +46,7 @@ def test_matching_and_keep_freed_memory_flags():
     given = _given("--matching", "grouped", "--no-keep-freed-memory")
     assert given.pop("keep_freed_memory") is False
     assert config_from_args(given).matching == "grouped"
-    assert "keep_freed_memory" not in _given()  # absent unless given: the CLI leaves malloc alone by default
+    assert "keep_freed_memory" not in _given()  # absent unless given (main applies it by default)
     assert config_from_args(_given()).matching == "auto"
     with pytest.raises(SystemExit):
         build_parser(PROG).parse_args(["--matching", "vmap"])

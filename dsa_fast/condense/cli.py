@@ -147,7 +147,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                    help="tqdm progress bar (default: when stderr is a terminal; else plain log lines)")
     p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                    help="keep freed memory in the process instead of returning it to the system (glibc mallopt; "
-                        "the process keeps its peak memory; default off: docs/condense.md, CPU settings)")
+                        "the process keeps its peak memory; default on, --no-keep-freed-memory leaves glibc's "
+                        "settings: docs/condense.md, CPU settings)")
     return p
 
 
@@ -241,7 +242,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     args = parser.parse_args(argv)
     given = vars(args)
     progress = given.pop("progress")
-    if given.pop("keep_freed_memory", False):
+    if given.pop("keep_freed_memory", True):
         keep_freed_memory()
     resume_dir = given.pop("resume", None)
     if resume_dir is not None:
