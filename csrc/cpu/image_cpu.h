@@ -263,12 +263,58 @@ bool dense_planes(const V& v, int H, int W) {
   return v.col_stride() == 1 && (H == 1 || v.row(0, 1) - v.row(0, 0) == W);
 }
 
+// The colour ops on n pixels of three channel runs (r[c][k], k < n) into o[c][k]: per pixel the
+// arithmetic of the channel loops below (shift, the channel mean ((v0 + v1) + v2) / 3,
+// ColorMap::apply), all three channels in one loop that vectorises (kSat, kCon: cm.sat, cm.con).
+template <bool kSat, bool kCon, typename acc_t, typename In, typename Out>
+DSA_INLINE void colour_run3_as(const In* __restrict r0, const In* __restrict r1, const In* __restrict r2,
+                               Out* __restrict o0, Out* __restrict o1, Out* __restrict o2, int64_t n,
+                               const ColorMap<acc_t>& cm) {
+  const acc_t shift = cm.shift, f = cm.f, k = cm.k, mu = cm.mu;
+  for (int64_t j = 0; j < n; ++j) {
+    acc_t v0 = static_cast<acc_t>(r0[j]) + shift, v1 = static_cast<acc_t>(r1[j]) + shift,
+          v2 = static_cast<acc_t>(r2[j]) + shift;
+    if constexpr (kSat) {
+      const acc_t m = ((v0 + v1) + v2) / acc_t(3);
+      v0 = (v0 - m) * f + m;
+      v1 = (v1 - m) * f + m;
+      v2 = (v2 - m) * f + m;
+    }
+    if constexpr (kCon) {
+      v0 = (v0 - mu) * k + mu;
+      v1 = (v1 - mu) * k + mu;
+      v2 = (v2 - mu) * k + mu;
+    }
+    o0[j] = static_cast<Out>(v0);
+    o1[j] = static_cast<Out>(v1);
+    o2[j] = static_cast<Out>(v2);
+  }
+}
+
+template <typename acc_t, typename In, typename Out>
+void colour_run3(const In* r0, const In* r1, const In* r2, Out* o0, Out* o1, Out* o2, int64_t n,
+                 const ColorMap<acc_t>& cm) {
+  if (cm.sat && cm.con) {
+    colour_run3_as<true, true>(r0, r1, r2, o0, o1, o2, n, cm);
+  } else if (cm.sat) {
+    colour_run3_as<true, false>(r0, r1, r2, o0, o1, o2, n, cm);
+  } else if (cm.con) {
+    colour_run3_as<false, true>(r0, r1, r2, o0, o1, o2, n, cm);
+  } else {
+    colour_run3_as<false, false>(r0, r1, r2, o0, o1, o2, n, cm);
+  }
+}
+
 // The colour ops alone on dense planes, each plane as one run of n = H W pixels: the same
 // per-pixel arithmetic as the row loop of pointwise_rows (shift, channel mean, ColorMap::apply),
 // with loops long enough to amortise their set-up. mean: n acc_t.
 template <typename acc_t, typename Src, typename Dst>
 void colour_planes(const Src& x, const Dst& dst, int C, int n, const ColorMap<acc_t>& cm, acc_t* mean) {
   using Out = dst_t<Dst>;
+  if (C == 3) {
+    colour_run3(x.row(0, 0), x.row(1, 0), x.row(2, 0), dst.row(0, 0), dst.row(1, 0), dst.row(2, 0), n, cm);
+    return;
+  }
   if (cm.sat) {
     const auto* x0 = x.row(0, 0);
     for (int k = 0; k < n; ++k) mean[k] = static_cast<acc_t>(x0[k]) + cm.shift;
@@ -316,26 +362,32 @@ void pointwise_rows(const Src& x, const Dst& dst, const ImageGeometry<acc_t>& g,
       continue;
     }
     const bool cut = m.cut_row(i);
-    for (int c = 0; c < C; ++c) {
-      const auto* r = x.row(c, a);
-      acc_t* b = buf + c * W;
-      if (xs == 1) {
-        for (int j = 0; j < W; ++j) b[j] = static_cast<acc_t>(r[j]) + cm.shift;
-      } else {
-        for (int j = 0; j < W; ++j) b[j] = static_cast<acc_t>(r[j * xs]) + cm.shift;
+    if (C == 3 && xs == 1) {
+      colour_run3(x.row(0, a), x.row(1, a), x.row(2, a), buf, buf + W, buf + 2 * W, W, cm);
+    } else {
+      for (int c = 0; c < C; ++c) {
+        const auto* r = x.row(c, a);
+        acc_t* b = buf + c * W;
+        if (xs == 1) {
+          for (int j = 0; j < W; ++j) b[j] = static_cast<acc_t>(r[j]) + cm.shift;
+        } else {
+          for (int j = 0; j < W; ++j) b[j] = static_cast<acc_t>(r[j * xs]) + cm.shift;
+        }
+      }
+      if (cm.sat) {
+        for (int j = 0; j < W; ++j) mean[j] = buf[j];
+        for (int c = 1; c < C; ++c) {
+          for (int j = 0; j < W; ++j) mean[j] += buf[c * W + j];
+        }
+        for (int j = 0; j < W; ++j) mean[j] /= acc_t(C);
+      }
+      for (int c = 0; c < C; ++c) {
+        acc_t* b = buf + c * W;
+        for (int j = 0; j < W; ++j) b[j] = cm.apply(b[j], mean[j]);
       }
     }
-    if (cm.sat) {
-      for (int j = 0; j < W; ++j) mean[j] = buf[j];
-      for (int c = 1; c < C; ++c) {
-        for (int j = 0; j < W; ++j) mean[j] += buf[c * W + j];
-      }
-      for (int j = 0; j < W; ++j) mean[j] /= acc_t(C);
-    }
     for (int c = 0; c < C; ++c) {
-      acc_t* b = buf + c * W;
-      for (int j = 0; j < W; ++j) b[j] = cm.apply(b[j], mean[j]);
-      emit_row<acc_t>(dst.row(c, i), ds, static_cast<const acc_t*>(b), 1, m, cut);
+      emit_row<acc_t>(dst.row(c, i), ds, static_cast<const acc_t*>(buf + c * W), 1, m, cut);
     }
   }
 }
