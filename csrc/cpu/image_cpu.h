@@ -392,12 +392,58 @@ void pointwise_rows(const Src& x, const Dst& dst, const ImageGeometry<acc_t>& g,
   }
 }
 
+// The transposed colour ops on n pixels of three channel runs (g[c][k]) into o[c][k]: per pixel the
+// arithmetic of the channel loops below (the channel mean ((g0 + g1) + g2) / 3, then
+// ColorTranspose::apply), all three channels in one loop that vectorises (kSat: ct.sat, kCon: ct.con).
+template <bool kSat, bool kCon, typename acc_t, typename In, typename Out>
+DSA_INLINE void colour_transpose_run3_as(const In* __restrict g0, const In* __restrict g1, const In* __restrict g2,
+                                         Out* __restrict o0, Out* __restrict o1, Out* __restrict o2, int64_t n,
+                                         const ColorTranspose<acc_t>& ct) {
+  const acc_t a_g = ct.a_g, a_m = ct.a_m, a_G = ct.a_G;
+  for (int64_t j = 0; j < n; ++j) {
+    const acc_t v0 = static_cast<acc_t>(g0[j]), v1 = static_cast<acc_t>(g1[j]), v2 = static_cast<acc_t>(g2[j]);
+    acc_t u0 = v0 * a_g, u1 = v1 * a_g, u2 = v2 * a_g;
+    if constexpr (kSat) {
+      const acc_t mc = ((v0 + v1) + v2) / acc_t(3);
+      u0 += a_m * mc;
+      u1 += a_m * mc;
+      u2 += a_m * mc;
+    }
+    if constexpr (kCon) {
+      u0 += a_G;
+      u1 += a_G;
+      u2 += a_G;
+    }
+    o0[j] = static_cast<Out>(u0);
+    o1[j] = static_cast<Out>(u1);
+    o2[j] = static_cast<Out>(u2);
+  }
+}
+
+template <typename acc_t, typename In, typename Out>
+void colour_transpose_run3(const In* g0, const In* g1, const In* g2, Out* o0, Out* o1, Out* o2, int64_t n,
+                           const ColorTranspose<acc_t>& ct) {
+  if (ct.sat && ct.con) {
+    colour_transpose_run3_as<true, true>(g0, g1, g2, o0, o1, o2, n, ct);
+  } else if (ct.sat) {
+    colour_transpose_run3_as<true, false>(g0, g1, g2, o0, o1, o2, n, ct);
+  } else if (ct.con) {
+    colour_transpose_run3_as<false, true>(g0, g1, g2, o0, o1, o2, n, ct);
+  } else {
+    colour_transpose_run3_as<false, false>(g0, g1, g2, o0, o1, o2, n, ct);
+  }
+}
+
 // The transposed colour ops alone on dense planes of n = H W pixels (ColorTranspose::apply, the
 // channel mean summed in channel order). mean: n acc_t.
 template <typename acc_t, typename Grad, typename Dst>
 void colour_transpose_planes(const Grad& gw, const Dst& dx, int C, int n, const ColorTranspose<acc_t>& ct,
                              acc_t* mean) {
   using Out = dst_t<Dst>;
+  if (C == 3) {
+    colour_transpose_run3(gw.row(0, 0), gw.row(1, 0), gw.row(2, 0), dx.row(0, 0), dx.row(1, 0), dx.row(2, 0), n, ct);
+    return;
+  }
   if (ct.sat) {
     const auto* g0 = gw.row(0, 0);
     for (int k = 0; k < n; ++k) mean[k] = static_cast<acc_t>(g0[k]);
@@ -461,6 +507,10 @@ void pointwise_transpose_rows(const Grad& gw, const Dst& dx, const ImageGeometry
   acc_t* mean = buf + C * W;
   for (int a = 0; a < H; ++a) {
     col_rows(a);
+    if (C == 3 && ds == 1) {
+      colour_transpose_run3(buf, buf + W, buf + 2 * W, dx.row(0, a), dx.row(1, a), dx.row(2, a), W, ct);
+      continue;
+    }
     if (ct.sat) {
       for (int j = 0; j < W; ++j) mean[j] = buf[j];
       for (int c = 1; c < C; ++c) {
