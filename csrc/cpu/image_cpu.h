@@ -4,12 +4,13 @@
 // per-pixel formulas (ColorMap, ColorTranspose, Taps, Affine, base_coordinate), but loops shaped
 // for one core instead of a thread block:
 // - pointwise ops run row by row: a crop/flip is a shifted or reversed row copy, a cutout a zeroed
-//   segment, the colour ops plain loops over contiguous rows (they vectorise), or over whole planes
-//   when nothing moves the pixels; no pass at all for ops that are absent;
+//   segment, the colour ops plain loops over contiguous rows (they vectorise; three channels in one
+//   loop), or over whole planes when nothing moves the pixels; no pass at all for ops that are absent;
 // - a resampling reads a zero-bordered copy of its source (Padded), so its inner loop has no
 //   per-tap bounds tests; each row's taps come from vectorised loops (RowTaps), and the channels
-//   are innermost. When the batch shares one ω, the taps of every row are filled once per call
-//   (TapPlan) and every image reads them;
+//   are innermost; float images resample four pixels at a time (SSE2, bilinear4). When the batch
+//   shares one ω, the taps of every row are filled once per call (TapPlan) and every image reads
+//   them;
 // - the transposed resampling is an ordered scatter: every output pixel, in row-major order, adds
 //   its tap contributions to the four source pixels. That is the same sum in the same order as the
 //   gather of resample_transpose_pixel (which visits the contributing output pixels in row-major
