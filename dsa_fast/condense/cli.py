@@ -262,10 +262,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         print(f"{prog}: error: {_strip_prefix(e)}", file=sys.stderr)
         return 1
     logging.basicConfig(level=logging.INFO if dist.writer else logging.ERROR, format="%(message)s")
+    code = 1
     try:
-        return _run(dist, prog, given, resume_dir, progress)
+        code = _run(dist, prog, given, resume_dir, progress)
+        return code
     finally:
-        distributed.finish(dist)
+        distributed.finish(dist, completed=code == 0)
 
 
 def _run(dist: distributed.Processes, prog: str, given: Dict[str, Any], resume_dir: Optional[str],

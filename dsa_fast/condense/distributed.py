@@ -100,12 +100,18 @@ def launch(device: Optional[str]) -> "Processes":
     return current()
 
 
-def finish(processes: "Processes") -> None:
-    """Leave the job that ``launch`` joined (its threads would otherwise be torn down at exit)."""
+def finish(processes: "Processes", completed: bool = False) -> None:
+    """Leave the job that ``launch`` joined (its threads would otherwise be torn down at exit).
+    ``completed``: this process ran to the end, so every process has made the run's collectives;
+    they then meet once more before tearing the group down, so that none closes its connections
+    while another is still inside the teardown (gloo may then end that process with
+    std::terminate)."""
     import torch.distributed as dist
 
     if processes is not SINGLE and dist.is_available() and dist.is_initialized():
         with contextlib.suppress(Exception):  # a job that lost a process: its group may be broken
+            if completed:
+                dist.barrier()
             dist.destroy_process_group()
 
 
