@@ -292,18 +292,36 @@ DSA_INLINE void colour_run3_as(const In* __restrict r0, const In* __restrict r1,
   }
 }
 
+// mean[j] = the channel mean of C rows of W values back to back in buf, summed in channel order.
+template <typename acc_t>
+DSA_INLINE void channel_mean_row(const acc_t* buf, acc_t* mean, int C, int W) {
+  for (int j = 0; j < W; ++j) mean[j] = buf[j];
+  for (int c = 1; c < C; ++c) {
+    for (int j = 0; j < W; ++j) mean[j] += buf[c * W + j];
+  }
+  for (int j = 0; j < W; ++j) mean[j] /= acc_t(C);
+}
+
+// f(std::bool_constant<sat>, std::bool_constant<con>): the colour loops compiled per pair of ops.
+template <typename F>
+DSA_INLINE void with_sat_con(bool sat, bool con, F&& f) {
+  if (sat && con) {
+    f(std::true_type{}, std::true_type{});
+  } else if (sat) {
+    f(std::true_type{}, std::false_type{});
+  } else if (con) {
+    f(std::false_type{}, std::true_type{});
+  } else {
+    f(std::false_type{}, std::false_type{});
+  }
+}
+
 template <typename acc_t, typename In, typename Out>
 void colour_run3(const In* r0, const In* r1, const In* r2, Out* o0, Out* o1, Out* o2, int64_t n,
                  const ColorMap<acc_t>& cm) {
-  if (cm.sat && cm.con) {
-    colour_run3_as<true, true>(r0, r1, r2, o0, o1, o2, n, cm);
-  } else if (cm.sat) {
-    colour_run3_as<true, false>(r0, r1, r2, o0, o1, o2, n, cm);
-  } else if (cm.con) {
-    colour_run3_as<false, true>(r0, r1, r2, o0, o1, o2, n, cm);
-  } else {
-    colour_run3_as<false, false>(r0, r1, r2, o0, o1, o2, n, cm);
-  }
+  with_sat_con(cm.sat, cm.con, [&](auto sat, auto con) {
+    colour_run3_as<decltype(sat)::value, decltype(con)::value>(r0, r1, r2, o0, o1, o2, n, cm);
+  });
 }
 
 // The colour ops alone on dense planes, each plane as one run of n = H W pixels: the same
@@ -375,13 +393,7 @@ void pointwise_rows(const Src& x, const Dst& dst, const ImageGeometry<acc_t>& g,
           for (int j = 0; j < W; ++j) b[j] = static_cast<acc_t>(r[j * xs]) + cm.shift;
         }
       }
-      if (cm.sat) {
-        for (int j = 0; j < W; ++j) mean[j] = buf[j];
-        for (int c = 1; c < C; ++c) {
-          for (int j = 0; j < W; ++j) mean[j] += buf[c * W + j];
-        }
-        for (int j = 0; j < W; ++j) mean[j] /= acc_t(C);
-      }
+      if (cm.sat) channel_mean_row(buf, mean, C, W);
       for (int c = 0; c < C; ++c) {
         acc_t* b = buf + c * W;
         for (int j = 0; j < W; ++j) b[j] = cm.apply(b[j], mean[j]);
@@ -424,15 +436,9 @@ DSA_INLINE void colour_transpose_run3_as(const In* __restrict g0, const In* __re
 template <typename acc_t, typename In, typename Out>
 void colour_transpose_run3(const In* g0, const In* g1, const In* g2, Out* o0, Out* o1, Out* o2, int64_t n,
                            const ColorTranspose<acc_t>& ct) {
-  if (ct.sat && ct.con) {
-    colour_transpose_run3_as<true, true>(g0, g1, g2, o0, o1, o2, n, ct);
-  } else if (ct.sat) {
-    colour_transpose_run3_as<true, false>(g0, g1, g2, o0, o1, o2, n, ct);
-  } else if (ct.con) {
-    colour_transpose_run3_as<false, true>(g0, g1, g2, o0, o1, o2, n, ct);
-  } else {
-    colour_transpose_run3_as<false, false>(g0, g1, g2, o0, o1, o2, n, ct);
-  }
+  with_sat_con(ct.sat, ct.con, [&](auto sat, auto con) {
+    colour_transpose_run3_as<decltype(sat)::value, decltype(con)::value>(g0, g1, g2, o0, o1, o2, n, ct);
+  });
 }
 
 // The transposed colour ops alone on dense planes of n = H W pixels (ColorTranspose::apply, the
@@ -512,13 +518,7 @@ void pointwise_transpose_rows(const Grad& gw, const Dst& dx, const ImageGeometry
       colour_transpose_run3(buf, buf + W, buf + 2 * W, dx.row(0, a), dx.row(1, a), dx.row(2, a), W, ct);
       continue;
     }
-    if (ct.sat) {
-      for (int j = 0; j < W; ++j) mean[j] = buf[j];
-      for (int c = 1; c < C; ++c) {
-        for (int j = 0; j < W; ++j) mean[j] += buf[c * W + j];
-      }
-      for (int j = 0; j < W; ++j) mean[j] /= acc_t(C);
-    }
+    if (ct.sat) channel_mean_row(buf, mean, C, W);
     for (int c = 0; c < C; ++c) {
       dx_t* out = dx.row(c, a);
       const acc_t* b = buf + c * W;
