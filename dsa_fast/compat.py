@@ -22,6 +22,15 @@ from ._host_cache import host_cache
 
 _CPU = torch.device("cpu")
 
+# NB: the official draws are host work on the global generators (a reseed before each seeded draw,
+# the 'S' family read back to the host). Traced by torch.compile they would not be what eager runs:
+# inductor replaces torch.rand/randint with its own generator, so a seeded call would lose its
+# shared transform. Every compat draw therefore runs eagerly, outside the graph (a graph break;
+# with fullgraph=True an error that names the compilable sampler).
+COMPILE_REASON = ("dsa_fast: ParamDiffAug(rng='compat') makes the official generator draws on the host, "
+                  "outside a compiled graph; use ParamDiffAug(rng='device') to compile with fullgraph=True")
+eager_draws = torch.compiler.disable(reason=COMPILE_REASON)
+
 
 class CompatDraws:
     """Draws exactly as the official code (docs/semantics.md §2): the global generators, and when seeded,
@@ -195,6 +204,7 @@ def draw_and_apply(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDi
     return None if ys is None else ys[0]
 
 
+@eager_draws
 def draw_and_apply_many(xs: Sequence[Tensor], tokens: Tuple[str, ...], seed: int,
                         param: ParamDiffAug) -> Optional[List[Tensor]]:
     """One seeded draw applied to every batch of ``xs`` (one augment_compat call each): what one

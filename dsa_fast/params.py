@@ -138,7 +138,9 @@ def check_seed(seed, rng: str):
         return seed
     if isinstance(seed, bool) or not isinstance(seed, (int, SupportsIndex)):
         raise TypeError(f"dsa_fast: seed must be an int (-1: no seed), got {seed!r} of type {type(seed).__name__}")
-    return operator.index(seed)
+    # NB: an int goes through untouched: under torch.compile operator.index would specialise the
+    # traced seed on its value and recompile for every new seed.
+    return seed if isinstance(seed, int) else operator.index(seed)
 
 
 def parse_strategy(strategy: str) -> Tuple[str, ...]:

@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor
 
-from .compat import CompatDraws, choose_family, sample_step
+from .compat import CompatDraws, choose_family, eager_draws, sample_step
 from .device_rng import sample_device
 from .ops_table import TOKENS
 from .params import Omega, ParamDiffAug, _check_input, check_seed, parse_strategy
@@ -29,6 +29,11 @@ def sample_params(strategy: str, x: Tensor, seed: int = -1, param: Optional[Para
     if param.rng == "device":
         param.Siamese = isinstance(seed, Tensor) or seed != -1
         return sample_device(tokens, x, seed, param)
+    return _sample_compat(tokens, x, seed, param)
+
+
+@eager_draws
+def _sample_compat(tokens, x: Tensor, seed: int, param: ParamDiffAug) -> Omega:
     param.Siamese = seed != -1
     draws = CompatDraws(seed)
     if param.aug_mode == "S":
