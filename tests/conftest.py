@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import dsa_fast
+from dsa_fast import ops_table
 from tools.pack_golden import read_packed
 
 # ---------------------------------------------------------------------------------------------
@@ -32,9 +33,10 @@ needs_cuda = pytest.mark.needs_cuda
 
 # Every strategy token and every op it expands to (docs/semantics.md §2); tests spell them out rather than
 # reading them from the package so that a renamed token is caught.
-TOKENS = ("color", "crop", "cutout", "flip", "scale", "rotate")
-FULL_STRATEGY = "color_crop_cutout_flip_scale_rotate"
-OPS = ("brightness", "saturation", "contrast", "crop", "cutout", "flip", "scale", "rotate")
+# The op table's tokens and ops: a new op is exercised by every test that iterates over them.
+TOKENS = tuple(ops_table.TOKENS)
+FULL_STRATEGY = "_".join(TOKENS)  # every op, canonical order: color_crop_cutout_flip_scale_rotate today
+OPS = ops_table.OPS
 
 
 def backends() -> List[str]:
