@@ -9,11 +9,16 @@ Sampling apart from application::
 
     omega = dsa_fast.sample_params('crop_flip', x, seed=7)
     y_real, y_syn = dsa_fast.apply(x_real, omega), dsa_fast.apply(x_syn, omega)
+
+The GAN ``DiffAugment`` (Zhao et al., 2020) on the same kernels::
+
+    y = dsa_fast.gan.DiffAugment(x, 'color,translation,cutout')
 """
 from ._ops import has_ops
 from .augment import DiffAugment, apply
 from .params import OPS, TOKENS, Omega, ParamDiffAug, Step
 from .sampling import sample_params
+from . import gan  # noqa: E402  (dsa_fast.gan.DiffAugment: the GAN DiffAugment on these ops)
 
 __version__ = "0.1.0"
 
@@ -24,6 +29,7 @@ __all__ = [
     "Step",
     "sample_params",
     "apply",
+    "gan",
     "has_ops",
     "OPS",
     "TOKENS",
