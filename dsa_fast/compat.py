@@ -169,6 +169,7 @@ def _draw(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDiffAug):
     return raw, planned
 
 
+@eager_draws
 def draw_and_apply(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDiffAug) -> Optional[Tensor]:
     """The official draws, then one augment_compat call; None (nothing drawn) when the ops are not
     in canonical order ('M' mode with reordered or repeated tokens)."""
@@ -180,18 +181,19 @@ def draw_and_apply(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDi
 
 
 @eager_draws
-def draw_and_apply_many(xs: Sequence[Tensor], tokens: Tuple[str, ...], seed: int,
-                        param: ParamDiffAug) -> Optional[List[Tensor]]:
-    """One seeded draw applied to every batch of ``xs`` (one augment_compat call each): what one
-    DiffAugment call per batch with the same ``seed`` gives, drawn once. The draws are made for
-    ``xs[0]`` (a Siamese transform reads element 0 only, which does not depend on the batch size;
-    the batches share channels, height and width). ``seed == -1`` (per-sample draws): one batch
-    only. None (nothing drawn) when the ops are not in canonical order."""
-    if seed == -1 and len(xs) != 1:
-        raise ValueError("dsa_fast: per-sample draws (seed -1) serve one batch only")
-    drawn = _draw(xs[0], tokens, seed, param)
-    if drawn is None:
-        return None
-    raw, (flags, plan, constants) = drawn
-    align = bool(param.align_corners)
-    return [torch.ops.dsa_fast.augment_compat(b, raw, flags, plan, constants, align)[0] for b in xs]
+def draw_tables(xs: Sequence[Tensor], tokens: Tuple[str, ...], seeds: Sequence[int],
+                param: ParamDiffAug) -> Optional[Tuple[List[Tensor], int]]:
+    """One seeded draw per batch of ``xs`` with its seed, in order, as a one-row ω table each (an
+    augment_compat call on none of the batch's samples: the formulas, no pixel), and the union of
+    their flags: what ``DiffAugment(xs[k], tokens, seeds[k])`` draws, and the same generator states
+    afterwards. None (nothing drawn) when the ops are not in canonical order."""
+    tables, flags = [], 0
+    for x, seed in zip(xs, seeds):
+        drawn = _draw(x, tokens, seed, param)
+        if drawn is None:
+            return None
+        raw, (call_flags, plan, constants) = drawn
+        tables.append(torch.ops.dsa_fast.augment_compat(x[:0], raw, call_flags, plan, constants,
+                                                        bool(param.align_corners))[1])
+        flags |= call_flags
+    return tables, flags

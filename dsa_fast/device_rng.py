@@ -81,6 +81,15 @@ def counter(device: torch.device) -> Tensor:
     return c
 
 
+def unseeded_counter(device) -> Tensor:
+    """The public name of ``counter``: the per-device counter of unseeded ``rng='device'`` calls,
+    for code that saves, restores or pins it (``device``: a torch.device or a string)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return counter(device)
+
+
 def _unseeded_key(device: torch.device) -> Tensor:
     """The key of an unseeded call; advances the per-device counter in place."""
     c = counter(device)

@@ -168,3 +168,13 @@ def apply(x: Tensor, omega) -> Tensor:
         x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
     return x
 
+
+def apply_rows(xs: Sequence[Tensor], rows: Sequence[Tensor], flags: int, align_corners: bool) -> List[Tensor]:
+    """``xs[k]`` transformed by the one-row ω table ``rows[k]``, all in ONE augment call: the
+    batches side by side, each sample reading its batch's row (a one-row table and the same row
+    written per sample give the same bits, tests/test_cpu_paths.py). ``flags``: the union of the
+    rows' ops (each row's active column keeps its own)."""
+    sizes = [x.shape[0] for x in xs]
+    table = torch.cat([r.expand(n, -1) for r, n in zip(rows, sizes)])
+    y = torch.ops.dsa_fast.augment(torch.cat(list(xs)), table, flags, align_corners)
+    return list(y.split(sizes))
