@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import dsa_fast
 from dsa_fast import ops_table
@@ -74,6 +75,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "needs_cuda" in item.keywords:
             item.add_marker(skip)
+
+
+class DispatchLog(TorchDispatchMode):
+    """The ops dispatched inside ``with DispatchLog() as log:`` (``log.ops``, names in order): how
+    the tests count op calls (launches on the CPU) instead of timing them."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: List[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
 
 
 @pytest.fixture(params=DEVICES)

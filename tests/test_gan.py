@@ -11,13 +11,12 @@ import zlib
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import dsa_fast
 from dsa_fast import gan
 
 import gan_reference
-from conftest import BACKEND_PARAMS, DEVICES
+from conftest import BACKEND_PARAMS, DEVICES, DispatchLog
 
 POLICIES = ["color,translation,cutout", "color", "translation", "cutout", "translation,cutout", "color,cutout",
             "cutout,color", "translation,color,translation"]
@@ -81,16 +80,6 @@ def test_empty_policy_returns_x_and_errors_name_the_call():
         gan.DiffAugment(x[0], "color")
 
 
-class _Count(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 DRAWS = ["aten.rand.default"] * 3 + ["aten.randint.low"] * 4
 
 
@@ -101,15 +90,15 @@ def test_one_fused_call_after_the_draws(n):
     backward op); NHWC adds only views and the final copy to contiguous."""
     x = torch.randn(n, 3, 8, 8, requires_grad=True)
     gan.DiffAugment(x, "color,translation,cutout")  # warm: the plan is cached
-    with _Count() as fwd:
+    with DispatchLog() as fwd:
         y = gan.DiffAugment(x, "color,translation,cutout")
     assert fwd.ops == DRAWS + ["dsa_fast.augment_compat.default"], fwd.ops
     g = torch.ones_like(y)
-    with _Count() as bwd:
+    with DispatchLog() as bwd:
         y.backward(g)
     assert bwd.ops == ["dsa_fast.augment_backward.default", "aten.detach.default"], bwd.ops
     nhwc = x.detach().permute(0, 2, 3, 1).contiguous()
-    with _Count() as fwd:
+    with DispatchLog() as fwd:
         gan.DiffAugment(nhwc, "color,translation,cutout", channels_first=False)
     kernels = [op for op in fwd.ops if op not in DRAWS and op not in ("aten.permute.default", "aten.clone.default")]
     assert kernels == ["dsa_fast.augment_compat.default"], fwd.ops

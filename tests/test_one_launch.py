@@ -11,7 +11,6 @@ import os
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import dsa_fast
 from dsa_fast import DiffAugment, ParamDiffAug, device_rng, fused, sample_params
@@ -19,7 +18,7 @@ from dsa_fast import ops_table
 from dsa_fast.fused import FLAGS, group_calls, pack_omega
 from dsa_fast.params import SETTING_FIELDS, parse_strategy
 
-from conftest import DEVICES, FLOAT_DTYPES, FULL_STRATEGY, TOKENS, needs_cuda
+from conftest import DEVICES, DispatchLog, FLOAT_DTYPES, FULL_STRATEGY, TOKENS, needs_cuda
 
 NO_EXT = os.environ.get("DSA_FAST_NO_EXT") == "1" or not dsa_fast.has_ops()
 needs_ext = pytest.mark.skipif(NO_EXT, reason="dsa_fast._C not loaded (fused backend absent)")
@@ -94,25 +93,15 @@ def test_strategies_one_call_cannot_apply_take_the_sampled_path():
 # ---------------------------------------------------------------------------------------------
 
 
-class _Count(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 def _counts(rng, mode, seed, n):
     param = ParamDiffAug(rng=rng, aug_mode=mode)
     x = torch.randn(n, 3, 8, 8, requires_grad=True)
     DiffAugment(x, FULL_STRATEGY, seed=seed, param=param)  # warm: plans cached, counter created
-    with _Count() as fwd:
+    with DispatchLog() as fwd:
         DiffAugment(x, FULL_STRATEGY, seed=seed, param=param)
     y = DiffAugment(x, FULL_STRATEGY, seed=seed, param=param)
     g = torch.randn_like(y)
-    with _Count() as both:
+    with DispatchLog() as both:
         DiffAugment(x, FULL_STRATEGY, seed=seed, param=param).backward(g)
     return fwd.ops, both.ops
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import dsa_fast
 from dsa_fast import DiffAugment, ParamDiffAug, augment_pairs
 
-from conftest import BACKEND_PARAMS, FULL_STRATEGY
+from conftest import BACKEND_PARAMS, DispatchLog, FULL_STRATEGY
 
 SEEDS = [11, 2024, 7, 31337]
 
@@ -67,16 +66,6 @@ def test_errors_name_the_call():
     assert augment_pairs([(reals[0], syns[0])], "none", [1]) == [(reals[0], syns[0])]
 
 
-class _Count(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.skipif(not dsa_fast.has_ops(), reason="dsa_fast._C not loaded (fused backend absent)")
 @pytest.mark.parametrize("k", [1, 4])
 def test_one_augment_call_for_all_pairs(k):
@@ -85,11 +74,11 @@ def test_one_augment_call_for_all_pairs(k):
     reals, syns = _pairs(k)
     pairs = list(zip(reals, syns))
     augment_pairs(pairs, FULL_STRATEGY, SEEDS[:k], ParamDiffAug(aug_mode="M"))  # warm: plans cached
-    with _Count() as fwd:
+    with DispatchLog() as fwd:
         out = augment_pairs(pairs, FULL_STRATEGY, SEEDS[:k], ParamDiffAug(aug_mode="M"))
     assert fwd.ops.count("dsa_fast.augment.default") == 1, fwd.ops
     assert fwd.ops.count("dsa_fast.augment_compat.default") == k, fwd.ops
     loss = sum(s.sum() for _, s in out)
-    with _Count() as bwd:
+    with DispatchLog() as bwd:
         loss.backward()
     assert bwd.ops.count("dsa_fast.augment_backward.default") == 1, bwd.ops
