@@ -96,7 +96,8 @@ def augment_pairs(
 
     With ``rng='compat'``, int seeds (not -1) and the fused kernels, each pair's seeded draw is made
     once (for ``syn``; a Siamese transform reads element 0 of a draw, which does not depend on the
-    batch size) and every batch of every pair is transformed by ONE op call (backward: one). The
+    batch size), and the batches of all pairs are transformed by two op calls: one for those that
+    need a gradient (the synthetic ones, usually), one for the others (backward: one call). The
     batches must share channels, height, width, dtype and device for that; otherwise, and for other
     seeds or rng='device', each batch takes its own DiffAugment call.
     """

@@ -170,11 +170,21 @@ def apply(x: Tensor, omega) -> Tensor:
 
 
 def apply_rows(xs: Sequence[Tensor], rows: Sequence[Tensor], flags: int, align_corners: bool) -> List[Tensor]:
-    """``xs[k]`` transformed by the one-row ω table ``rows[k]``, all in ONE augment call: the
-    batches side by side, each sample reading its batch's row (a one-row table and the same row
-    written per sample give the same bits, tests/test_cpu_paths.py). ``flags``: the union of the
-    rows' ops (each row's active column keeps its own)."""
-    sizes = [x.shape[0] for x in xs]
-    table = torch.cat([r.expand(n, -1) for r, n in zip(rows, sizes)])
-    y = torch.ops.dsa_fast.augment(torch.cat(list(xs)), table, flags, align_corners)
-    return list(y.split(sizes))
+    """``xs[k]`` transformed by the one-row ω table ``rows[k]``: the batches that need a gradient
+    in ONE augment call and the others in another (each call takes its batches side by side, each
+    sample reading its batch's row; a one-row table and the same row written per sample give the
+    same bits, tests/test_cpu_paths.py). Kept apart so that the backward, one call too, runs over
+    the batches that need it only, and the others' outputs need no gradient, as their own calls
+    give. ``flags``: the union of the rows' ops (each row's active column keeps its own)."""
+    out: List[Optional[Tensor]] = [None] * len(xs)
+    grad = torch.is_grad_enabled()
+    for wants in (True, False):
+        picked = [k for k, x in enumerate(xs) if (grad and x.requires_grad) == wants]
+        if not picked:
+            continue
+        sizes = [xs[k].shape[0] for k in picked]
+        table = torch.cat([rows[k].expand(n, -1) for k, n in zip(picked, sizes)])
+        y = torch.ops.dsa_fast.augment(torch.cat([xs[k] for k in picked]), table, flags, align_corners)
+        for k, part in zip(picked, y.split(sizes)):
+            out[k] = part
+    return out

@@ -1,6 +1,7 @@
 """dsa_fast.augment_pairs: several (real, synthetic) pairs, each with its own seed, are exactly the
 two DiffAugment calls per pair (outputs, gradients, generator state, param.latestseed), and with
-rng='compat' on the kernels one augment call for all of them (counted, not timed)."""
+rng='compat' on the kernels one augment call for all real batches and one for all synthetic ones
+(counted, not timed)."""
 from __future__ import annotations
 
 import pytest
@@ -42,6 +43,7 @@ def test_pairs_equal_two_calls_per_pair(k, mode, strategy, backend):
     assert p2.latestseed == p1.latestseed and p2.Siamese
     for (er, es), (gr, gs) in zip(expected, got):
         assert torch.equal(gr, er) and torch.equal(gs, es)
+        assert (gr.requires_grad, gs.requires_grad) == (er.requires_grad, es.requires_grad)
     g_got = torch.autograd.grad(sum((s * w).sum() for (_, s), w in zip(got, weights)), syns)
     for a, b in zip(g_got, g_expected):
         assert torch.equal(a, b)
@@ -68,17 +70,22 @@ def test_errors_name_the_call():
 
 @pytest.mark.skipif(not dsa_fast.has_ops(), reason="dsa_fast._C not loaded (fused backend absent)")
 @pytest.mark.parametrize("k", [1, 4])
-def test_one_augment_call_for_all_pairs(k):
-    """K seeded draws (each: a table from the formulas, no pixel), then ONE augment call for the 2K
-    batches forward and ONE augment_backward; two DiffAugment calls per pair would make 2K of each."""
+def test_one_augment_call_per_side_for_all_pairs(k):
+    """K seeded draws (each: a table from the formulas, no pixel), then ONE augment call for the K
+    real batches and ONE for the K synthetic ones (which need a gradient), and ONE augment_backward
+    over the synthetic batches only; two DiffAugment calls per pair would make 2K and K."""
     reals, syns = _pairs(k)
     pairs = list(zip(reals, syns))
     augment_pairs(pairs, FULL_STRATEGY, SEEDS[:k], ParamDiffAug(aug_mode="M"))  # warm: plans cached
     with DispatchLog() as fwd:
         out = augment_pairs(pairs, FULL_STRATEGY, SEEDS[:k], ParamDiffAug(aug_mode="M"))
-    assert fwd.ops.count("dsa_fast.augment.default") == 1, fwd.ops
+    assert fwd.ops.count("dsa_fast.augment.default") == 2, fwd.ops
     assert fwd.ops.count("dsa_fast.augment_compat.default") == k, fwd.ops
+    assert not any(r.requires_grad for r, _ in out) and all(s.requires_grad for _, s in out)
     loss = sum(s.sum() for _, s in out)
     with DispatchLog() as bwd:
         loss.backward()
     assert bwd.ops.count("dsa_fast.augment_backward.default") == 1, bwd.ops
+    with torch.no_grad(), DispatchLog() as fwd:
+        augment_pairs(pairs, FULL_STRATEGY, SEEDS[:k], ParamDiffAug(aug_mode="M"))
+    assert fwd.ops.count("dsa_fast.augment.default") == 1, fwd.ops
