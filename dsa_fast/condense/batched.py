@@ -9,9 +9,9 @@ depends only on class c's images, so every class's gradient can be computed at o
   class (``ensemble.ensemble_forward``: class c's images in channel group c, one convolution with
   K groups per layer, one batched matmul); the gradient w.r.t. copy c is class c's gradient. One
   pass for the real batches, one (differentiable) for the synthetic ones, the distance of all
-  classes at once (``grouped_distance``), one seeded draw per class for its pair of batches and
-  one augmentation call for all of them (``dsa_fast.augment_pairs``). The ops of a step barely
-  grow with K.
+  classes at once (``grouped_distance``), one seeded draw per class for its pair of batches, and
+  one augmentation call for all real batches and one for all synthetic ones
+  (``dsa_fast.augment_pairs``). The ops of a step barely grow with K.
 - ``match_loss_batched`` (any per-sample network, ``supports_batched``): ``torch.func.vmap`` over
   a leading class axis of ``torch.func.grad``.
 
