@@ -38,7 +38,7 @@ def _extensions():
             "and set CUDA_HOME (e.g. /usr/local/cuda)"
         )
     # -fno-trapping-math lets GCC if-convert float compares, so the CPU executor's tap loops
-    # (csrc/cpu/image_cpu.h, RowTaps) vectorise; it changes no value (only FP exception flags).
+    # (csrc/cpu/resample_cpu.h, RowTaps) vectorise; it changes no value (only FP exception flags).
     # -fno-wrapv undoes the -fwrapv of Python's build flags (meant for CPython's own C): with it,
     # GCC 12 vectorises no loop whose index runs backwards or is offset (the flipped row copies).
     cxx = ["-O3", "-g0", "-fno-trapping-math", "-fno-wrapv"]

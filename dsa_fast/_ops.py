@@ -4,10 +4,11 @@ call than a small batch's kernel). Packing ω for them and planning the calls is
 
 ``augment(x, omega, flags, align_corners)`` applies, in the canonical order
 brightness, saturation, contrast, crop, cutout, flip, scale, rotate, the ops whose bits are set in
-``flags``; ``omega`` is the packed per-sample parameter table of ``csrc/kernels/omega.h``.
+``flags``; ``omega`` is the packed per-sample parameter table of ``csrc/kernels/omega.h`` (columns:
+``ops_table.COLUMNS``).
 ``augment_backward(grad, omega, flags, align_corners)`` is its transposed linear map.
 
-Two ops draw ω and apply it in ONE call, returning ``(y, omega)`` (the [B, 15] table they drew;
+Two ops draw ω and apply it in ONE call, returning ``(y, omega)`` (the [B, OMEGA_WIDTH] table they drew;
 B = 1 Siamese, N per sample); their backward is ``augment_backward`` with that table:
 
 - ``augment_draw(x, key, flags, plan, settings, align_corners)``: rng='device'. The draws of
@@ -80,10 +81,10 @@ def has_ops() -> bool:
     return _LOAD_ERROR is None
 
 
-from .ops_table import OMEGA_WIDTH
+from .ops_table import COMPAT_PLAN, OMEGA_WIDTH, PLAN
 
-_PLAN_PER_SAMPLE = 1  # csrc/kernels/rng.h, kPlanPerSample (dsa_fast/fused.py)
-_COMPAT_PER_SAMPLE = 0  # csrc/kernels/compat.h, kCPerSample (dsa_fast/compat.py)
+_PLAN_PER_SAMPLE = PLAN["PerSample"]  # layout.h, kPlanPerSample (dsa_fast/fused.py)
+_COMPAT_PER_SAMPLE = COMPAT_PLAN["PerSample"]  # layout.h, kCPerSample (dsa_fast/compat.py)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:

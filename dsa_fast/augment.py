@@ -1,7 +1,7 @@
 """Backend choice (fused kernels or the reference) and the drop-in ``DiffAugment``."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -80,3 +80,56 @@ def DiffAugment(
                 return y
     omega = sample_params(strategy, x, seed=seed, param=param)
     return apply(x, omega, backend=backend)
+
+
+def augment_pairs(
+    pairs: Sequence[Tuple[Tensor, Tensor]],
+    strategy: str,
+    seeds: Sequence[Union[int, Tensor]],
+    param: Optional[ParamDiffAug] = None,
+    *,
+    backend: str = "auto",
+) -> List[Tuple[Tensor, Tensor]]:
+    """Each pair ``(real, syn)`` augmented with its own seed: ``(DiffAugment(real, strategy, seed),
+    DiffAugment(syn, strategy, seed))`` for every pair and seed, in order, the same tensors and the
+    same generator states (and ``param.latestseed``) afterwards.
+
+    With ``rng='compat'``, int seeds (not -1) and the fused kernels, each pair's seeded draw is made
+    once (for ``syn``; a Siamese transform reads element 0 of a draw, which does not depend on the
+    batch size), and the batches of all pairs are transformed by two op calls: one for those that
+    need a gradient (the synthetic ones, usually), one for the others (backward: one call). The
+    batches must share channels, height, width, dtype and device for that; otherwise, and for other
+    seeds or rng='device', each batch takes its own DiffAugment call.
+    """
+    pairs = [tuple(pair) for pair in pairs]
+    seeds = list(seeds)
+    if len(pairs) != len(seeds):
+        raise ValueError(f"dsa_fast.augment_pairs: {len(pairs)} pairs but {len(seeds)} seeds")
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError("dsa_fast.augment_pairs: every pair must be (real, syn)")
+    if strategy in NO_AUGMENT:
+        return pairs
+    param = ParamDiffAug() if param is None else param
+    if backend != "reference" and param.rng == "compat" and pairs:
+        param.validate()
+        tokens = parse_strategy(strategy)
+        batches = [x for pair in pairs for x in pair]
+        for x in batches:
+            _check_input(x, "augment_pairs")
+        first = batches[0]
+        one_call = (all(isinstance(s, int) and not isinstance(s, bool) and s != -1 for s in seeds)
+                    and all(x.shape[1:] == first.shape[1:] and x.dtype == first.dtype and x.device == first.device
+                            for x in batches)
+                    and _use_fused(backend, first, None))
+        if one_call:
+            drawn = compat.draw_tables([syn for _, syn in pairs], tokens, seeds, param)
+            if drawn is not None:
+                tables, flags = drawn
+                ys = fused.apply_rows([r for r, _ in pairs] + [s for _, s in pairs], tables + tables, flags,
+                                      bool(param.align_corners))
+                param.Siamese = True
+                k = len(pairs)
+                return list(zip(ys[:k], ys[k:]))
+    return [(DiffAugment(real, strategy, seed=seed, param=param, backend=backend),
+             DiffAugment(syn, strategy, seed=seed, param=param, backend=backend))
+            for (real, syn), seed in zip(pairs, seeds)]

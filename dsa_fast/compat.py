@@ -9,14 +9,13 @@ which applies the formulas and the transform in one op call.
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from .ops_table import SPEC, TOKENS
-from .params import ParamDiffAug, Step, crop_max_shift, cutout_box, cutout_params
+from .ops_table import COMPAT_SETTINGS, FLAGS, SPEC, TOKENS, ops_of, plan_ints
+from .params import SETTING_FIELDS, ParamDiffAug, Step
 from ._host_cache import host_cache
 
 
@@ -109,50 +108,13 @@ def _n_draw(x: Tensor, draws: CompatDraws) -> int:
 
 
 def raw_draws(op: str, x: Tensor, draws: CompatDraws, p: ParamDiffAug) -> List[Tensor]:
-    """The official generator calls of one op, in order: 1 or 2 tensors (ops_table draws)."""
-    n, (_, _, h, w), dev = _n_draw(x, draws), x.shape, x.device
-    if op == "scale":
-        return [draws.rand(n), draws.rand(n)]
-    if op == "rotate":
-        return [draws.rand(n)]
-    if op == "flip":
-        return [draws.rand(n, 1, 1, 1, device=dev)]
-    if op in ("brightness", "saturation", "contrast"):
-        return [draws.rand(n, 1, 1, 1, dtype=x.dtype, device=dev)]
-    if op == "crop":
-        sh, sw = crop_max_shift(h, p.ratio_crop_pad), crop_max_shift(w, p.ratio_crop_pad)
-        return [draws.randint(-sh, sh + 1, size=[n, 1, 1], device=dev),
-                draws.randint(-sw, sw + 1, size=[n, 1, 1], device=dev)]
-    if op == "cutout":
-        bh, bw = cutout_box(h, p.ratio_cutout), cutout_box(w, p.ratio_cutout)
-        return [draws.randint(0, h + (1 - bh % 2), size=[n, 1, 1], device=dev),
-                draws.randint(0, w + (1 - bw % 2), size=[n, 1, 1], device=dev)]
-    raise AssertionError(op)  # pragma: no cover - parse_strategy guards this
+    """The official generator calls of one op, in order (its record's ``raw``)."""
+    return SPEC[op].raw_draws(x, _n_draw(x, draws), draws, p)
 
 
 def compat_params(op: str, raw: List[Tensor], x: Tensor, p: ParamDiffAug) -> Dict[str, Tensor]:
     """The official formulas (docs/semantics.md §2-§3), op by op as the official tensor ops round."""
-    _, _, h, w = x.shape
-    if op == "scale":
-        r = p.ratio_scale
-        return {"scale_w": (raw[0] * (r - 1.0 / r) + 1.0 / r).float(),
-                "scale_h": (raw[1] * (r - 1.0 / r) + 1.0 / r).float()}
-    if op == "rotate":
-        return {"angle": ((raw[0] - 0.5) * 2 * p.ratio_rotate / 180 * float(math.pi)).float()}
-    if op == "flip":
-        return {"flip": (raw[0] < p.prob_flip).view(-1)}
-    if op == "brightness":
-        return {"shift": ((raw[0] - 0.5) * p.brightness).view(-1)}
-    if op == "saturation":
-        return {"factor": (raw[0] * p.saturation).view(-1)}
-    if op == "contrast":
-        return {"factor": (raw[0] + p.contrast).view(-1)}
-    if op == "crop":
-        return {"shift_h": raw[0].view(-1), "shift_w": raw[1].view(-1)}
-    if op == "cutout":
-        bh, bw = cutout_box(h, p.ratio_cutout), cutout_box(w, p.ratio_cutout)
-        return cutout_params(raw[0].view(-1), raw[1].view(-1), bh, bw)
-    raise AssertionError(op)  # pragma: no cover
+    return SPEC[op].compat(raw, x, p)
 
 
 def sample_step(op: str, x: Tensor, draws: CompatDraws, p: ParamDiffAug) -> Step:
@@ -174,62 +136,64 @@ def choose_family(tokens: Tuple[str, ...], draws: CompatDraws) -> Tuple[str, ...
 # The fused path: raw draws -> dsa_fast::augment_compat (one op call)
 # ---------------------------------------------------------------------------------------------
 
-# csrc/kernels/compat.h, CompatPlanSlot / CompatSettingSlot (a test checks they agree).
-PLAN_PER_SAMPLE, PLAN_CUT_H, PLAN_CUT_W, PLAN_SIZE = 0, 1, 2, 3
-SETTINGS = ("scale_mul", "scale_add", "ratio_rotate", "pi", "prob_flip", "brightness", "saturation", "contrast")
-
-
 @host_cache(1024)
 def _plan(ops: Tuple[str, ...], settings: Tuple[float, ...], h: int, w: int, per_sample: bool):
-    """(flags, plan ints, settings floats) for ops in canonical order, or None."""
-    bits = [SPEC[op].bit for op in ops]
+    """(flags, plan ints, settings floats) for ops in canonical order, or None (layout.h:
+    CompatPlanSlot, CompatSettingSlot)."""
+    bits = [FLAGS[op] for op in ops]
     if any(b <= a for a, b in zip(bits, bits[1:])):
         return None
-    prob_flip, ratio_scale, ratio_rotate, _, ratio_cutout, brightness, saturation, contrast = settings
-    r = ratio_scale
-    values = {"scale_mul": r - 1.0 / r, "scale_add": 1.0 / r, "ratio_rotate": ratio_rotate, "pi": math.pi,
-              "prob_flip": prob_flip, "brightness": brightness, "saturation": saturation, "contrast": contrast}
-    plan = [int(per_sample), cutout_box(h, ratio_cutout), cutout_box(w, ratio_cutout)]
-    return sum(bits), plan, [float(values[k]) for k in SETTINGS]
+    param = ParamDiffAug(**dict(zip(SETTING_FIELDS, settings)))
+    plan = [int(per_sample)] + plan_ints(h, w, param)
+    return sum(bits), plan, [float(st.value(param)) for st in COMPAT_SETTINGS]
 
 
-_SETTING_FIELDS = ("prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad", "ratio_cutout",
-                   "brightness", "saturation", "contrast")
-
-
-def draw_and_apply(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDiffAug) -> Optional[Tensor]:
-    """The official draws, then one augment_compat call; None (nothing drawn) when the ops are not
-    in canonical order ('M' mode with reordered or repeated tokens)."""
-    ys = draw_and_apply_many([x], tokens, seed, param)
-    return None if ys is None else ys[0]
-
-
-@eager_draws
-def draw_and_apply_many(xs: Sequence[Tensor], tokens: Tuple[str, ...], seed: int,
-                        param: ParamDiffAug) -> Optional[List[Tensor]]:
-    """One seeded draw applied to every batch of ``xs`` (one augment_compat call each): what one
-    DiffAugment call per batch with the same ``seed`` gives, drawn once. The draws are made for
-    ``xs[0]`` (a Siamese transform reads element 0 only, which does not depend on the batch size;
-    the batches share channels, height and width). ``seed == -1`` (per-sample draws): one batch
-    only. None (nothing drawn) when the ops are not in canonical order."""
-    x = xs[0]
-    if seed == -1 and len(xs) != 1:
-        raise ValueError("dsa_fast: per-sample draws (seed -1) serve one batch only")
-    settings = tuple(getattr(param, f) for f in _SETTING_FIELDS)
+def _draw(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDiffAug):
+    """The official draws for ``x`` and the cached plan: (raw, (flags, plan, settings)), or None
+    (nothing drawn) when the ops are not in canonical order ('M' mode with reordered or repeated
+    tokens). Updates ``param.latestseed`` as the official call does."""
+    settings = tuple(getattr(param, f) for f in SETTING_FIELDS)
     per_sample = seed == -1
     h, w = x.shape[2], x.shape[3]
     if param.aug_mode == "M":
-        planned = _plan(tuple(op for tok in tokens for op in TOKENS[tok]), settings, h, w, per_sample)
+        planned = _plan(ops_of(tokens), settings, h, w, per_sample)
         if planned is None:
             return None
     draws = CompatDraws(seed)
     if param.aug_mode == "S":
         tokens = choose_family(tokens, draws)
         planned = _plan(TOKENS[tokens[0]], settings, h, w, per_sample)
-    ops = tuple(op for tok in tokens for op in TOKENS[tok])
-    raw = [t for op in ops for t in raw_draws(op, x, draws, param)]
+    raw = [t for op in ops_of(tokens) for t in raw_draws(op, x, draws, param)]
     draws.finish()
     param.latestseed = draws.next_seed
-    flags, plan, constants = planned
-    align = bool(param.align_corners)
-    return [torch.ops.dsa_fast.augment_compat(b, raw, flags, plan, constants, align)[0] for b in xs]
+    return raw, planned
+
+
+@eager_draws
+def draw_and_apply(x: Tensor, tokens: Tuple[str, ...], seed: int, param: ParamDiffAug) -> Optional[Tensor]:
+    """The official draws, then one augment_compat call; None (nothing drawn) when the ops are not
+    in canonical order ('M' mode with reordered or repeated tokens)."""
+    drawn = _draw(x, tokens, seed, param)
+    if drawn is None:
+        return None
+    raw, (flags, plan, constants) = drawn
+    return torch.ops.dsa_fast.augment_compat(x, raw, flags, plan, constants, bool(param.align_corners))[0]
+
+
+@eager_draws
+def draw_tables(xs: Sequence[Tensor], tokens: Tuple[str, ...], seeds: Sequence[int],
+                param: ParamDiffAug) -> Optional[Tuple[List[Tensor], int]]:
+    """One seeded draw per batch of ``xs`` with its seed, in order, as a one-row ω table each (an
+    augment_compat call on none of the batch's samples: the formulas, no pixel), and the union of
+    their flags: what ``DiffAugment(xs[k], tokens, seeds[k])`` draws, and the same generator states
+    afterwards. None (nothing drawn) when the ops are not in canonical order."""
+    tables, flags = [], 0
+    for x, seed in zip(xs, seeds):
+        drawn = _draw(x, tokens, seed, param)
+        if drawn is None:
+            return None
+        raw, (call_flags, plan, constants) = drawn
+        tables.append(torch.ops.dsa_fast.augment_compat(x[:0], raw, call_flags, plan, constants,
+                                                        bool(param.align_corners))[1])
+        flags |= call_flags
+    return tables, flags

@@ -5,7 +5,8 @@ on any batch size (element 0 does not depend on N) and any device, nothing is re
 host, and every op is a plain tensor op, so a call can be captured in a CUDA graph and compiled
 with ``torch.compile(fullgraph=True)``.
 
-- ``seed`` may be a Python int or an integer tensor (0-dim, on the input's device). A tensor
+- ``seed`` may be a Python int or an integer tensor (0-dim, on the input's device); its low 40
+  bits (``ops_table.KEY_MASK``) are the key. A tensor
   seed is read on the device only: update it in place (``seed.add_(1)``) and a captured graph's
   replays draw fresh ω.
 - ``seed == -1`` (per-sample transforms) takes its key from a per-device counter tensor that each
@@ -21,16 +22,15 @@ the same draws inside one op call (``dsa_fast::augment_draw``, csrc/kernels/rng.
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .params import TOKENS, Omega, ParamDiffAug, Step, crop_max_shift, cutout_box, cutout_params
+from .ops_table import DEVICE_SETTINGS, KEY_MASK, SPEC, UNSEEDED_BASE
+from .params import TOKENS, Omega, ParamDiffAug, Step
 
 _M32 = 0xFFFFFFFF
-_UNSEEDED = 1 << 40  # keys of unseeded calls live above every 32-bit user seed's key space
 
 
 def _hash32(h: Tensor) -> Tensor:
@@ -81,10 +81,19 @@ def counter(device: torch.device) -> Tensor:
     return c
 
 
+def unseeded_counter(device) -> Tensor:
+    """The public name of ``counter``: the per-device counter of unseeded ``rng='device'`` calls,
+    for code that saves, restores or pins it (``device``: a torch.device or a string)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return counter(device)
+
+
 def _unseeded_key(device: torch.device) -> Tensor:
     """The key of an unseeded call; advances the per-device counter in place."""
     c = counter(device)
-    key = c + _UNSEEDED
+    key = c + UNSEEDED_BASE  # above every user seed's key (KEY_MASK)
     c.add_(1)
     return key
 
@@ -98,47 +107,11 @@ def manual_seed(seed: int) -> None:
 def draw_constants(p: ParamDiffAug) -> Dict[str, float]:
     """The constants of each draw's formula (also the kernels' settings, dsa_fast/fused.py).
     NB: a tensor op rounds each Python constant to float32 once; so do the kernels."""
-    r = p.ratio_scale
-    return {
-        "scale_mul": r - 1.0 / r,
-        "scale_add": 1.0 / r,
-        "rotate_mul": 2 * p.ratio_rotate / 180 * math.pi,
-        "prob_flip": p.prob_flip,
-        "brightness": p.brightness,
-        "saturation": p.saturation,
-        "contrast": p.contrast,
-    }
+    return {st.name: st.value(p) for st in DEVICE_SETTINGS}
 
 
 def _step(op: str, s: _Stream, x: Tensor, n: int, p: ParamDiffAug, group: int) -> Step:
-    _, _, h, w = x.shape
-    k = draw_constants(p)
-    if op == "scale":
-        params = {
-            "scale_w": s.uniform(n) * k["scale_mul"] + k["scale_add"],
-            "scale_h": s.uniform(n) * k["scale_mul"] + k["scale_add"],
-        }
-    elif op == "rotate":
-        params = {"angle": (s.uniform(n) - 0.5) * k["rotate_mul"]}
-    elif op == "flip":
-        params = {"flip": s.uniform(n) < k["prob_flip"]}
-    elif op == "brightness":
-        params = {"shift": ((s.uniform(n) - 0.5) * k["brightness"]).to(x.dtype)}
-    elif op == "saturation":
-        params = {"factor": (s.uniform(n) * k["saturation"]).to(x.dtype)}
-    elif op == "contrast":
-        params = {"factor": (s.uniform(n) + k["contrast"]).to(x.dtype)}
-    elif op == "crop":
-        sh, sw = crop_max_shift(h, p.ratio_crop_pad), crop_max_shift(w, p.ratio_crop_pad)
-        params = {"shift_h": s.integers(-sh, sh + 1, n), "shift_w": s.integers(-sw, sw + 1, n)}
-    elif op == "cutout":
-        bh, bw = cutout_box(h, p.ratio_cutout), cutout_box(w, p.ratio_cutout)
-        oh = s.integers(0, h + (1 - bh % 2), n)
-        ow = s.integers(0, w + (1 - bw % 2), n)
-        params = cutout_params(oh, ow, bh, bw)
-    else:  # pragma: no cover - parse_strategy guards this
-        raise AssertionError(op)
-    return Step(op, params, group)
+    return Step(op, SPEC[op].device(s, x, n, p, draw_constants(p)), group)
 
 
 def sample_device(
@@ -151,11 +124,11 @@ def sample_device(
                 f"dsa_fast: a tensor seed must be one integer on x's device ({device}), "
                 f"got shape {tuple(seed.shape)} {seed.dtype} on {seed.device}"
             )
-        key, siamese = seed.reshape(()).to(torch.int64) & ((1 << 40) - 1), True
+        key, siamese = seed.reshape(()).to(torch.int64) & KEY_MASK, True
     elif seed == -1:
         key, siamese = _unseeded_key(device), False
     else:
-        key, siamese = torch.full((), int(seed) & ((1 << 40) - 1), dtype=torch.int64, device=device), True
+        key, siamese = torch.full((), int(seed) & KEY_MASK, dtype=torch.int64, device=device), True
     n = 1 if siamese else x.shape[0]
     s = _Stream(key)
     if param.aug_mode == "M":

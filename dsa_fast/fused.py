@@ -1,7 +1,7 @@
 """The fused path's planning and packing: ``apply`` (an Omega -> canonical runs -> packed tables ->
 ``dsa_fast::augment`` calls), and rng='device' in one op call: ``dsa_fast::augment_draw`` draws ω for every
 sample inside the kernel (csrc/kernels/rng.h, the same bits as the readable ``device_rng.py``),
-applies it and returns the [B, 15] table it drew, which the backward reuses.
+applies it and returns the [B, OMEGA_WIDTH] table it drew, which the backward reuses.
 
 A plan (the op's ``flags``, ``plan`` ints and ``settings`` floats) depends only on the strategy,
 the settings and the image size, so it is built once and cached; a call adds only its key.
@@ -16,30 +16,25 @@ import torch
 from torch import Tensor
 
 from . import device_rng
-from .ops_table import ACTIVE_COLUMN, FLAGS, OMEGA_WIDTH, OP_SPECS, SPEC, TOKENS
-from .params import ParamDiffAug, crop_max_shift, cutout_box
+from .ops_table import (ACTIVE_COLUMN, BIT_INDEX, COLUMNS, DEVICE_SETTINGS, FLAGS, KEY_MASK, KEY_SOURCES,
+                        OMEGA_WIDTH, OP_SPECS, PLAN, PLAN_INTS, SPEC, TOKENS, plan_ints)
+from .params import SETTING_FIELDS, ParamDiffAug
 from ._host_cache import host_cache
 
-# csrc/kernels/rng.h, PlanSlot / KeySource / SettingSlot (a test checks they agree).
-PLAN_FAMILIES, PLAN_PER_SAMPLE, PLAN_KEY_SOURCE, PLAN_SEED, PLAN_CHOICE_DRAW = 0, 1, 2, 3, 4
-PLAN_CROP_H, PLAN_CROP_W, PLAN_CUT_H, PLAN_CUT_W, PLAN_DRAW = 5, 6, 7, 8, 9
-PLAN_GROUP = PLAN_DRAW + len(OP_SPECS)
-PLAN_SIZE = PLAN_GROUP + len(OP_SPECS)
-KEY_INT, KEY_TENSOR, KEY_COUNTER = 0, 1, 2
-SETTINGS = ("scale_mul", "scale_add", "rotate_mul", "prob_flip", "brightness", "saturation", "contrast")
-_USER_KEY_MASK = (1 << 40) - 1
-
-_SETTING_FIELDS = ("prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad", "ratio_cutout",
-                   "brightness", "saturation", "contrast")
+# layout.h (generated from the op table): PlanSlot, KeySource, SettingSlot.
+PLAN_FAMILIES, PLAN_PER_SAMPLE, PLAN_KEY_SOURCE = PLAN["Families"], PLAN["PerSample"], PLAN["KeySource"]
+PLAN_SEED, PLAN_CHOICE_DRAW, PLAN_DRAW, PLAN_GROUP, PLAN_SIZE = (
+    PLAN["Seed"], PLAN["ChoiceDraw"], PLAN["Draw"], PLAN["Group"], PLAN["Size"])
+KEY_INT, KEY_TENSOR, KEY_COUNTER = (KEY_SOURCES.index(k) for k in ("Int", "Tensor", "Counter"))
 
 
 @host_cache(1024)
 def _plan(tokens: Tuple[str, ...], aug_mode: str, settings: Tuple[float, ...], h: int, w: int, per_sample: bool):
     """(flags, plan ints with the key slots blank, settings floats), or None when one call cannot
     apply the strategy. Draw indices follow device_rng.sample_device: 'S' draws the family first."""
-    param = ParamDiffAug(**dict(zip(_SETTING_FIELDS, settings)), aug_mode=aug_mode)
+    param = ParamDiffAug(**dict(zip(SETTING_FIELDS, settings)), aug_mode=aug_mode)
     ops = [(g, op) for g, tok in enumerate(tokens) for op in TOKENS[tok]]
-    bits = [SPEC[op].bit for _, op in ops]
+    bits = [FLAGS[op] for _, op in ops]
     if aug_mode == "M" and any(b <= a for a, b in zip(bits, bits[1:])):
         return None
     if aug_mode == "S" and len(set(bits)) != len(bits):
@@ -54,21 +49,20 @@ def _plan(tokens: Tuple[str, ...], aug_mode: str, settings: Tuple[float, ...], h
         plan[PLAN_CHOICE_DRAW] = draw
     flags = 0
     for g, op in ops:
-        k = SPEC[op].bit.bit_length() - 1
+        k = BIT_INDEX[op]
         plan[PLAN_DRAW + k] = draw + 1
         plan[PLAN_GROUP + k] = g
-        draw += SPEC[op].draws
-        flags |= SPEC[op].bit
+        draw += SPEC[op].device_draws
+        flags |= FLAGS[op]
     plan[PLAN_PER_SAMPLE] = int(per_sample)
-    plan[PLAN_CROP_H] = crop_max_shift(h, param.ratio_crop_pad)
-    plan[PLAN_CROP_W] = crop_max_shift(w, param.ratio_crop_pad)
-    plan[PLAN_CUT_H], plan[PLAN_CUT_W] = cutout_box(h, param.ratio_cutout), cutout_box(w, param.ratio_cutout)
+    for st, value in zip(PLAN_INTS, plan_ints(h, w, param)):
+        plan[PLAN[st.name]] = value
     constants = device_rng.draw_constants(param)
-    return flags, tuple(plan), [float(constants[name]) for name in SETTINGS]
+    return flags, tuple(plan), [float(constants[st.name]) for st in DEVICE_SETTINGS]
 
 
 def plan_for(tokens, param: ParamDiffAug, x: Tensor, per_sample: bool):
-    settings = tuple(getattr(param, f) for f in _SETTING_FIELDS)
+    settings = tuple(getattr(param, f) for f in SETTING_FIELDS)
     return _plan(tokens, param.aug_mode, settings, x.shape[2], x.shape[3], per_sample)
 
 
@@ -95,7 +89,7 @@ def draw_and_apply(x: Tensor, tokens, seed: Union[int, Tensor], param: ParamDiff
         plan[PLAN_KEY_SOURCE] = KEY_COUNTER
     else:
         key = None
-        plan[PLAN_KEY_SOURCE], plan[PLAN_SEED] = KEY_INT, seed & _USER_KEY_MASK
+        plan[PLAN_KEY_SOURCE], plan[PLAN_SEED] = KEY_INT, seed & KEY_MASK
     y, table = torch.ops.dsa_fast.augment_draw(x, key, flags, plan, settings, bool(param.align_corners))
     if per_sample:
         key.add_(1)
@@ -121,7 +115,7 @@ def canonical_runs(ops: Sequence[str]) -> List[List[int]]:
 
 
 def pack_omega(steps, batch: int, device: torch.device, active: Optional[Tensor] = None) -> Tuple[Tensor, int]:
-    """The packed [B, 15] float64 table and the flags of one fused call (steps with distinct ops).
+    """The packed [B, OMEGA_WIDTH] float64 table and the flags of one fused call (steps with distinct ops).
 
     ``active`` ((B,) float64 of OpFlag bits) says which of the call's ops apply to each sample;
     None: all of them.
@@ -130,15 +124,9 @@ def pack_omega(steps, batch: int, device: torch.device, active: Optional[Tensor]
     cols = [zero] * OMEGA_WIDTH
     flags = 0
     for step in steps:
-        spec = SPEC[step.op]
-        flags |= spec.bit
-        if step.op == "rotate":
-            # NB: cos/sin in float32, as the reference builds its theta.
-            angle = step.params["angle"].float()
-            cols[spec.columns[0]], cols[spec.columns[0] + 1] = torch.cos(angle), torch.sin(angle)
-        else:
-            for key, column in zip(spec.keys, spec.columns):
-                cols[column] = step.params[key]
+        flags |= FLAGS[step.op]
+        for column, value in zip(COLUMNS[step.op], SPEC[step.op].columns_of(step.params)):
+            cols[column] = value
     cols[ACTIVE_COLUMN] = torch.full_like(zero, float(flags)) if active is None else active
     table = torch.stack([c.to(torch.float64).expand(batch) for c in cols], dim=1)
     return table, flags
@@ -179,3 +167,24 @@ def apply(x: Tensor, omega) -> Tensor:
         table, flags = pack_omega([s for _, steps in call for s in steps], batch, x.device, active)
         x = torch.ops.dsa_fast.augment(x, table, flags, omega.align_corners)
     return x
+
+
+def apply_rows(xs: Sequence[Tensor], rows: Sequence[Tensor], flags: int, align_corners: bool) -> List[Tensor]:
+    """``xs[k]`` transformed by the one-row ω table ``rows[k]``: the batches that need a gradient
+    in ONE augment call and the others in another (each call takes its batches side by side, each
+    sample reading its batch's row; a one-row table and the same row written per sample give the
+    same bits, tests/test_cpu_paths.py). Kept apart so that the backward, one call too, runs over
+    the batches that need it only, and the others' outputs need no gradient, as their own calls
+    give. ``flags``: the union of the rows' ops (each row's active column keeps its own)."""
+    out: List[Optional[Tensor]] = [None] * len(xs)
+    grad = torch.is_grad_enabled()
+    for wants in (True, False):
+        picked = [k for k, x in enumerate(xs) if (grad and x.requires_grad) == wants]
+        if not picked:
+            continue
+        sizes = [xs[k].shape[0] for k in picked]
+        table = torch.cat([rows[k].expand(n, -1) for k, n in zip(picked, sizes)])
+        y = torch.ops.dsa_fast.augment(torch.cat([xs[k] for k in picked]), table, flags, align_corners)
+        for k, part in zip(picked, y.split(sizes)):
+            out[k] = part
+    return out

@@ -30,6 +30,7 @@ from typing import Dict, Optional, SupportsIndex, Tuple
 import torch
 from torch import Tensor
 
+from .ops.spec import crop_max_shift, cutout_box, cutout_params  # noqa: F401  (re-exported)
 from .ops_table import OPS, PARAM_KEYS, TOKENS  # noqa: F401  (re-exported: the public names)
 from ._host_cache import host_cache
 
@@ -104,8 +105,10 @@ class ParamDiffAug:
             raise TypeError(f"dsa_fast: ParamDiffAug.align_corners must be a bool, got {self.align_corners!r}")
 
 
-_CHECKED_FIELDS = ("aug_mode", "prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad", "ratio_cutout",
-                   "brightness", "saturation", "contrast", "align_corners", "rng")
+# The numeric settings the ops' formulas read (a plan is cached per their values).
+SETTING_FIELDS = ("prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad", "ratio_cutout",
+                  "brightness", "saturation", "contrast")
+_CHECKED_FIELDS = ("aug_mode",) + SETTING_FIELDS + ("align_corners", "rng")
 _VALID: set = set()
 
 
@@ -251,31 +254,6 @@ class Omega:
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(s) for s in self.steps)
         return f"Omega(align_corners={self.align_corners}, steps=[\n  {inner}\n])"
-
-
-# ---------------------------------------------------------------------------------------------
-# Sizes both samplers (compat.py, device_rng.py) derive from the settings.
-# ---------------------------------------------------------------------------------------------
-
-
-def crop_max_shift(size: int, ratio: float) -> int:
-    """Largest integer shift for an axis of ``size`` pixels (docs/semantics.md §3: int(size*ratio + 0.5))."""
-    return int(size * ratio + 0.5)
-
-
-def cutout_box(size: int, ratio: float) -> int:
-    return int(size * ratio + 0.5)
-
-
-def cutout_params(centre_h: Tensor, centre_w: Tensor, box_h: int, box_w: int) -> Dict[str, Tensor]:
-    """The cutout step's parameters from the drawn box centres (o_H, o_W in docs/semantics.md §3): zeroed rows
-    start at o_H - box_h // 2 (columns likewise)."""
-    return {
-        "top": centre_h - box_h // 2,
-        "left": centre_w - box_w // 2,
-        "height": torch.full_like(centre_h, box_h),
-        "width": torch.full_like(centre_w, box_w),
-    }
 
 
 def _check_input(x, where: str) -> None:

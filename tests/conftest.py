@@ -14,8 +14,10 @@ from typing import Dict, List, Optional
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import dsa_fast
+from dsa_fast import ops_table
 from tools.pack_golden import read_packed
 
 # ---------------------------------------------------------------------------------------------
@@ -32,9 +34,10 @@ needs_cuda = pytest.mark.needs_cuda
 
 # Every strategy token and every op it expands to (docs/semantics.md §2); tests spell them out rather than
 # reading them from the package so that a renamed token is caught.
-TOKENS = ("color", "crop", "cutout", "flip", "scale", "rotate")
-FULL_STRATEGY = "color_crop_cutout_flip_scale_rotate"
-OPS = ("brightness", "saturation", "contrast", "crop", "cutout", "flip", "scale", "rotate")
+# The op table's tokens and ops: a new op is exercised by every test that iterates over them.
+TOKENS = tuple(ops_table.TOKENS)
+FULL_STRATEGY = "_".join(TOKENS)  # every op, canonical order: color_crop_cutout_flip_scale_rotate today
+OPS = ops_table.OPS
 
 
 def backends() -> List[str]:
@@ -72,6 +75,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "needs_cuda" in item.keywords:
             item.add_marker(skip)
+
+
+class DispatchLog(TorchDispatchMode):
+    """The ops dispatched inside ``with DispatchLog() as log:`` (``log.ops``, names in order): how
+    the tests count op calls (launches on the CPU) instead of timing them."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: List[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
 
 
 @pytest.fixture(params=DEVICES)

@@ -17,12 +17,11 @@ import torch
 
 from dsa_fast import ParamDiffAug, sample_params
 from dsa_fast.fused import pack_omega
-from dsa_fast.ops_table import FLAGS
+from dsa_fast.ops_table import COLUMNS, FLAGS
 
 from conftest import FULL_STRATEGY
 
-# csrc/kernels/omega.h: OmegaSlot
-SCALE_W, SCALE_H, COS, SIN = 10, 11, 12, 13
+(SCALE_W, SCALE_H), (COS, SIN) = COLUMNS["scale"], COLUMNS["rotate"]
 # csrc/cpu/image_cpu.h: kMaxPlannedPixels (larger images fill their taps row by row on both paths)
 MAX_PLANNED_PIXELS = 128 * 128
 # csrc/cpu/image_cpu.h: kMinGatherBatch (smaller batches scatter over the shared taps)

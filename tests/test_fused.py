@@ -15,6 +15,7 @@ import torch
 import dsa_fast
 from dsa_fast import DiffAugment, ParamDiffAug, apply, reference, sample_params
 from dsa_fast.fused import FLAGS, pack_omega
+from dsa_fast.ops_table import ALL_OPS, OMEGA_WIDTH
 
 from conftest import DEVICES, FULL_STRATEGY, TOKENS, needs_cuda
 
@@ -280,14 +281,14 @@ def test_op_errors_name_the_op_and_argument():
         op(x[..., 0], table, flags, False)
     with pytest.raises(RuntimeError, match="dsa_fast.augment: expected a floating-point x, got Int"):
         op(x.int(), table, flags, False)
-    with pytest.raises(RuntimeError, match=r"dsa_fast.augment: expected omega of shape \[B, 15\]"):
+    with pytest.raises(RuntimeError, match=rf"dsa_fast.augment: expected omega of shape \[B, {OMEGA_WIDTH}\]"):
         op(x, table[:, :3], flags, False)
     with pytest.raises(RuntimeError, match="dsa_fast.augment: expected omega of dtype float64, got Float"):
         op(x, table.float(), flags, False)
     with pytest.raises(RuntimeError, match="dsa_fast.augment: omega has batch 3 but x has batch 2"):
         op(x, table.expand(3, -1).contiguous(), flags, False)
-    with pytest.raises(RuntimeError, match=r"dsa_fast.augment: flags must be in \[0, 255\], got 256"):
-        op(x, table, 256, False)
+    with pytest.raises(RuntimeError, match=rf"dsa_fast.augment: flags must be in \[0, {ALL_OPS}\], got {ALL_OPS + 1}"):
+        op(x, table, ALL_OPS + 1, False)
     with pytest.raises(RuntimeError, match="dsa_fast.augment_backward: expected x of shape"):
         torch.ops.dsa_fast.augment_backward(x[0], table, flags, False)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from dsa_fast import reference
+from dsa_fast.ops_table import OPS, SPEC
 
 SHAPES = [(3, 2, 5, 4), (3, 1, 3, 7)]
 
@@ -40,9 +40,9 @@ def _params(op: str, b: int, h: int, w: int):
 
 
 CASES = [
-    pytest.param(op, ac, id=f"{op}" + ("" if op not in ("scale", "rotate") else f"-ac{int(ac)}"))
-    for op in ("brightness", "saturation", "contrast", "crop", "cutout", "flip", "scale", "rotate")
-    for ac in ((False, True) if op in ("scale", "rotate") else (False,))
+    pytest.param(op, ac, id=f"{op}" + (f"-ac{int(ac)}" if SPEC[op].geometric else ""))
+    for op in OPS
+    for ac in ((False, True) if SPEC[op].geometric else (False,))
 ]
 
 
@@ -52,8 +52,8 @@ CASES = [
 def test_gradcheck(op, align_corners, batch, shape):
     n, c, h, w = shape
     params = _params(op, batch, h, w)
-    kwargs = {"align_corners": align_corners} if op in ("scale", "rotate") else {}
-    fn = reference.FUNCTIONS[op]
+    kwargs = {"align_corners": align_corners} if SPEC[op].geometric else {}
+    fn = SPEC[op].reference
 
     def f(x):
         return fn(x, **params, **kwargs)
@@ -72,7 +72,7 @@ def test_reference_op_is_not_identity(op, align_corners):
     """The parameters above really transform the input (else gradcheck would check nothing)."""
     shape = (3, 2, 5, 4)
     params = _params(op, 3, 5, 4)
-    kwargs = {"align_corners": align_corners} if op in ("scale", "rotate") else {}
+    kwargs = {"align_corners": align_corners} if SPEC[op].geometric else {}
     x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    y = reference.FUNCTIONS[op](x, **params, **kwargs)
+    y = SPEC[op].reference(x, **params, **kwargs)
     assert not torch.allclose(y, x)

@@ -33,7 +33,7 @@ inline rng::DrawPlan make_draw_plan(const char* op, const at::Tensor& x, const s
                 ": expected key of one int64 element, got shape ", key->sizes(), " ", key->scalar_type());
     TORCH_CHECK(key->device() == x.device(), op, ": key is on ", key->device(), " but x is on ", x.device());
   }
-  for (int bit = 0; bit < rng::kNumOps; ++bit) {
+  for (int bit = 0; bit < kNumOps; ++bit) {
     const bool present = (flags >> bit) & 1;
     TORCH_CHECK(present == (p.draw(bit) >= 0), op, ": plan draw index of op bit ", bit, " is ", p.draw(bit),
                 " but flags ", flags, present ? " include" : " exclude", " it");
@@ -71,11 +71,11 @@ inline compat::CompatPlan make_compat_plan(const char* op, const at::Tensor& x, 
   return p;
 }
 
-// Raw draws expected for `flags`: one per colour op and flip and rotate, two per crop, cutout, scale.
+// Raw draws expected for `flags`: the official generator calls of each op (layout.h, kRawDraws).
 inline int compat_raw_count(int64_t flags) {
   int n = 0;
-  for (int bit = 0; bit < rng::kNumOps; ++bit) {
-    if ((flags >> bit) & 1) n += (int64_t(1) << bit) & (kCrop | kCutout | kScale) ? 2 : 1;
+  for (int bit = 0; bit < kNumOps; ++bit) {
+    if ((flags >> bit) & 1) n += kRawDraws[bit];
   }
   return n;
 }

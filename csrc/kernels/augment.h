@@ -24,7 +24,7 @@
 // gradient that reaches the colour output.
 #pragma once
 
-#include "../common/macros.h"
+#include "macros.h"
 #include "bilinear.h"
 #include "omega.h"
 

@@ -15,7 +15,7 @@
 
 #include <cmath>
 
-#include "../common/macros.h"
+#include "macros.h"
 
 namespace dsa_fast {
 

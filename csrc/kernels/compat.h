@@ -2,7 +2,7 @@
 // the CPU and CUDA executors. The draws themselves (the official generators, reseeded per draw,
 // in the official order) are made by dsa_fast/compat.py; this header only turns each raw number
 // into the op parameter with the official formula, rounding as the official tensor ops round.
-// dsa_fast/compat.py, compat_params, is the readable reference of these formulas.
+// Each op record's `compat` formula (dsa_fast/ops/) is the readable reference of these formulas.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -12,14 +12,12 @@
 #include <cmath>
 #include <cstdint>
 
-#include "../common/macros.h"
+#include "macros.h"
 #include "omega.h"
 #include "rng.h"
 
 namespace dsa_fast {
 namespace compat {
-
-constexpr int kMaxRaw = 12;  // raw draws of the full chain: 3 colour, 2 crop, 2 cutout, flip, 2 scale, rotate
 
 enum RawType : int { kRawFloat = 0, kRawDouble = 1, kRawHalf = 2, kRawBFloat16 = 3, kRawLong = 4 };
 
@@ -41,19 +39,9 @@ struct RawDraws {
   }
 };
 
-// Integer slots of the `plan` int[] of dsa_fast::augment_compat, and the `settings` float[].
-enum CompatPlanSlot : int { kCPerSample = 0, kCCutH = 1, kCCutW = 2, kCPlanSize = 3 };
-enum CompatSettingSlot : int {
-  kCScaleMul = 0,   // scale = u * (r - 1/r) + 1/r                          (float32)
-  kCScaleAdd = 1,
-  kCRotate = 2,     // angle = (u - 0.5) * 2 * ratio_rotate / 180 * pi      (float32, op by op)
-  kCPi = 3,
-  kCProbFlip = 4,   // flip = v < prob_flip
-  kCBrightness = 5,  // shift = (b - 0.5) * brightness                      (x.dtype)
-  kCSaturation = 6,  // factor = r * saturation                             (x.dtype)
-  kCContrast = 7,    // factor = q + contrast                               (x.dtype)
-  kCSettingsSize = 8,
-};
+// The slots of the `plan` int[] of dsa_fast::augment_compat (CompatPlanSlot) and of the
+// `settings` float[] (CompatSettingSlot: the official formulas' constants, used below) and kMaxRaw
+// are in layout.h.
 
 struct CompatPlan {
   int64_t flags, cut_h, cut_w;
@@ -113,7 +101,7 @@ DSA_HOST_DEVICE void compat_row(const CompatPlan& p, const RawDraws& r, int64_t 
   if (p.flags & kRotate) {
     float a = rng::add_rn(static_cast<float>(r.value(k++, e)), -0.5f);
     a = rng::mul_rn(a, 2.0f);
-    a = rng::mul_rn(a, static_cast<float>(p.s[kCRotate]));
+    a = rng::mul_rn(a, static_cast<float>(p.s[kCRatioRotate]));
     a = div_rn(a, 180.0f);
     a = rng::mul_rn(a, static_cast<float>(p.s[kCPi]));
     rng::set_rotation(row, a, trig);

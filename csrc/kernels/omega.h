@@ -1,49 +1,21 @@
-// The packed transform ω as the kernels read it: one row of DSA_OMEGA_WIDTH doubles per sample
-// (a (B, 15) float64 tensor; B = 1 broadcasts over the batch). The Python side
-// (dsa_fast/_ops.py, pack_omega) writes this layout; keep the two in sync.
+// The packed transform ω as the kernels read it: one row of kOmegaWidth doubles per sample
+// (a (B, kOmegaWidth) float64 tensor; B = 1 broadcasts over the batch). The Python side
+// (dsa_fast/fused.py, pack_omega) writes the same layout: both read it from the op table
+// (dsa_fast/ops_table.py; csrc/kernels/layout.h is generated from it).
 #pragma once
 
 #include <cstdint>
 
-#include "../common/macros.h"
+#include "layout.h"
+#include "macros.h"
 
 namespace dsa_fast {
 
-// Which ops a fused call applies. They always run in this order (the order of the official
-// 'color_crop_cutout_flip_scale_rotate' chain): brightness, saturation, contrast, crop, cutout,
-// flip, scale, rotate.
-enum OpFlag : int64_t {
-  kBrightness = 1,
-  kSaturation = 2,
-  kContrast = 4,
-  kCrop = 8,
-  kCutout = 16,
-  kFlip = 32,
-  kScale = 64,
-  kRotate = 128,
-  kAllOps = 255,
-};
-
-// Column of each parameter in a packed row.
-enum OmegaSlot : int {
-  kSlotShift = 0,     // brightness: y = x + shift
-  kSlotSat = 1,       // saturation factor
-  kSlotCon = 2,       // contrast factor
-  kSlotCropH = 3,     // crop: y[i, j] = x[i + crop_h, j + crop_w]
-  kSlotCropW = 4,
-  kSlotCutTop = 5,    // cutout box: rows [top, top + h), cols [left, left + w)
-  kSlotCutLeft = 6,
-  kSlotCutH = 7,
-  kSlotCutW = 8,
-  kSlotFlip = 9,      // 1: mirror along W
-  kSlotScaleW = 10,   // scale theta = [[scale_w, 0, 0], [0, scale_h, 0]]
-  kSlotScaleH = 11,
-  kSlotCos = 12,      // rotate theta = [[cos, -sin, 0], [sin, cos, 0]]
-  kSlotSin = 13,
-  kSlotActive = 14,   // the ops (OpFlag bits) that apply to this sample: lets one call choose
-                      // per sample among alternatives ('S' mode) with no host round trip
-  kOmegaWidth = 15,
-};
+// Which ops a fused call applies (OpFlag) and the column of each parameter in a packed row
+// (OmegaSlot) come from the op table (layout.h). The ops always run in the canonical order of
+// the table (that of the official 'color_crop_cutout_flip_scale_rotate' chain). kSlotActive holds
+// the ops (OpFlag bits) that apply to the sample: lets one call choose per sample among
+// alternatives ('S' mode) with no host round trip.
 
 template <typename acc_t>
 struct Omega {

@@ -1,5 +1,6 @@
 // rng='device' draws, written once for the CPU and CUDA executors: the counter-based generator
-// of dsa_fast/device_rng.py (its readable reference; the two give the same bits) and the rows of
+// of dsa_fast/device_rng.py and the records' `device` formulas (dsa_fast/ops/: the readable
+// reference; the two give the same bits) and the rows of
 // the packed ω table (omega.h) it draws.
 //
 // Each uniform number is a hash of (key, draw index, element): element 0 is the Siamese draw
@@ -11,16 +12,13 @@
 #include <cmath>
 #include <cstdint>
 
-#include "../common/macros.h"
+#include "macros.h"
 #include "omega.h"
 
 namespace dsa_fast {
 namespace rng {
 
 constexpr uint32_t kGolden = 0x9E3779B9u;
-constexpr int64_t kUserKeyMask = (int64_t(1) << 40) - 1;  // user seeds: 40 bits
-constexpr int64_t kUnseededBase = int64_t(1) << 40;       // unseeded keys live above them
-constexpr int kNumOps = 8;                                 // OpFlag bits 0..7
 
 // A 32-bit integer finaliser (xorshift-multiply rounds); products wrap modulo 2^32.
 DSA_HOST_DEVICE DSA_INLINE uint32_t hash32(uint32_t h) {
@@ -66,40 +64,12 @@ DSA_HOST_DEVICE DSA_INLINE int64_t integer(float u, int64_t low, int64_t high) {
   return (v < high - low - 1 ? v : high - low - 1) + low;
 }
 
-// Integer slots of a plan (the `plan` int[] of dsa_fast::augment_draw).
-enum PlanSlot : int {
-  kPlanFamilies = 0,    // 'S': number of families (strategy tokens) to choose from; 0: 'M'
-  kPlanPerSample = 1,   // 1: one row per sample (unseeded); 0: one row for the batch (Siamese)
-  kPlanKeySource = 2,   // KeySource
-  kPlanSeed = 3,        // the key when kPlanKeySource == kKeyInt
-  kPlanChoiceDraw = 4,  // draw index of the 'S' family choice
-  kPlanCropH = 5,       // largest crop shift per axis
-  kPlanCropW = 6,
-  kPlanCutH = 7,        // cutout box side per axis
-  kPlanCutW = 8,
-  kPlanDraw = 9,        // kNumOps entries: first draw index of each op (by OpFlag bit), -1: absent
-  kPlanGroup = kPlanDraw + kNumOps,  // kNumOps entries: family of each op ('S')
-  kPlanSize = kPlanGroup + kNumOps,
-};
-
-enum KeySource : int64_t {
-  kKeyInt = 0,       // the int seed in the plan (already masked to 40 bits)
-  kKeyTensor = 1,    // a user seed tensor, masked to 40 bits
-  kKeyCounter = 2,   // the per-device counter of unseeded calls, offset by kUnseededBase
-};
-
-// Float slots of a plan (the `settings` float[]): the constants of each op's formula, rounded to
-// float32 as a tensor op rounds a Python scalar.
-enum SettingSlot : int {
-  kSetScaleMul = 0,  // scale = u * (r - 1/r) + 1/r
-  kSetScaleAdd = 1,
-  kSetRotateMul = 2,  // angle = (u - 0.5) * (2 ratio_rotate / 180 pi)
-  kSetProbFlip = 3,   // flip = u < prob_flip
-  kSetBrightness = 4,  // shift = (u - 0.5) * brightness
-  kSetSaturation = 5,  // factor = u * saturation
-  kSetContrast = 6,    // factor = u + contrast
-  kSettingsSize = 7,
-};
+// The plan's slots (PlanSlot: the `plan` int[] of dsa_fast::augment_draw; SettingSlot: the
+// `settings` float[], each op's constants rounded to float32 as a tensor op rounds a Python scalar),
+// KeySource and the key space are in layout.h. kPlanDraw and kPlanGroup hold kNumOps entries each,
+// by OpBit: the first draw index of each op (-1: absent) and its family ('S': kPlanFamilies > 0).
+// KeySource: the int seed in the plan (already masked), a user seed tensor (masked to the user key
+// space) or the per-device counter of unseeded calls (offset by kUnseededBase).
 
 struct DrawPlan {
   int64_t v[kPlanSize];
@@ -137,29 +107,29 @@ DSA_HOST_DEVICE void draw_row(const DrawPlan& p, uint32_t key, int64_t element, 
                               bool trig) {
   for (int k = 0; k < kOmegaWidth; ++k) row[k] = 0.0;
   auto u = [&](int bit, int second) { return uniform(key, p.draw(bit) + second, element); };
-  if (p.draw(0) >= 0) row[kSlotShift] = in_dtype<scalar_t>(mul_rn(add_rn(u(0, 0), -0.5f), p.s[kSetBrightness]));
-  if (p.draw(1) >= 0) row[kSlotSat] = in_dtype<scalar_t>(mul_rn(u(1, 0), p.s[kSetSaturation]));
-  if (p.draw(2) >= 0) row[kSlotCon] = in_dtype<scalar_t>(add_rn(u(2, 0), p.s[kSetContrast]));
-  if (p.draw(3) >= 0) {
+  if (p.draw(kBitBrightness) >= 0) row[kSlotShift] = in_dtype<scalar_t>(mul_rn(add_rn(u(kBitBrightness, 0), -0.5f), p.s[kSetBrightness]));
+  if (p.draw(kBitSaturation) >= 0) row[kSlotSat] = in_dtype<scalar_t>(mul_rn(u(kBitSaturation, 0), p.s[kSetSaturation]));
+  if (p.draw(kBitContrast) >= 0) row[kSlotCon] = in_dtype<scalar_t>(add_rn(u(kBitContrast, 0), p.s[kSetContrast]));
+  if (p.draw(kBitCrop) >= 0) {
     const int64_t sh = p.v[kPlanCropH], sw = p.v[kPlanCropW];
-    row[kSlotCropH] = static_cast<double>(integer(u(3, 0), -sh, sh + 1));
-    row[kSlotCropW] = static_cast<double>(integer(u(3, 1), -sw, sw + 1));
+    row[kSlotCropH] = static_cast<double>(integer(u(kBitCrop, 0), -sh, sh + 1));
+    row[kSlotCropW] = static_cast<double>(integer(u(kBitCrop, 1), -sw, sw + 1));
   }
-  if (p.draw(4) >= 0) {
+  if (p.draw(kBitCutout) >= 0) {
     const int64_t bh = p.v[kPlanCutH], bw = p.v[kPlanCutW];
     // Box centres in [0, size + (1 - box % 2)); the zeroed rows start at centre - box / 2.
-    row[kSlotCutTop] = static_cast<double>(integer(u(4, 0), 0, H + (1 - bh % 2)) - bh / 2);
-    row[kSlotCutLeft] = static_cast<double>(integer(u(4, 1), 0, W + (1 - bw % 2)) - bw / 2);
+    row[kSlotCutTop] = static_cast<double>(integer(u(kBitCutout, 0), 0, H + (1 - bh % 2)) - bh / 2);
+    row[kSlotCutLeft] = static_cast<double>(integer(u(kBitCutout, 1), 0, W + (1 - bw % 2)) - bw / 2);
     row[kSlotCutH] = static_cast<double>(bh);
     row[kSlotCutW] = static_cast<double>(bw);
   }
-  if (p.draw(5) >= 0) row[kSlotFlip] = u(5, 0) < p.s[kSetProbFlip] ? 1.0 : 0.0;
-  if (p.draw(6) >= 0) {
-    row[kSlotScaleW] = add_rn(mul_rn(u(6, 0), p.s[kSetScaleMul]), p.s[kSetScaleAdd]);
-    row[kSlotScaleH] = add_rn(mul_rn(u(6, 1), p.s[kSetScaleMul]), p.s[kSetScaleAdd]);
+  if (p.draw(kBitFlip) >= 0) row[kSlotFlip] = u(kBitFlip, 0) < p.s[kSetProbFlip] ? 1.0 : 0.0;
+  if (p.draw(kBitScale) >= 0) {
+    row[kSlotScaleW] = add_rn(mul_rn(u(kBitScale, 0), p.s[kSetScaleMul]), p.s[kSetScaleAdd]);
+    row[kSlotScaleH] = add_rn(mul_rn(u(kBitScale, 1), p.s[kSetScaleMul]), p.s[kSetScaleAdd]);
   }
-  if (p.draw(7) >= 0) {
-    const float angle = mul_rn(add_rn(u(7, 0), -0.5f), p.s[kSetRotateMul]);
+  if (p.draw(kBitRotate) >= 0) {
+    const float angle = mul_rn(add_rn(u(kBitRotate, 0), -0.5f), p.s[kSetRotateMul]);
     set_rotation(row, angle, trig);
   }
   int64_t active = p.flags;

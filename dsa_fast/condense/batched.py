@@ -9,8 +9,9 @@ depends only on class c's images, so every class's gradient can be computed at o
   class (``ensemble.ensemble_forward``: class c's images in channel group c, one convolution with
   K groups per layer, one batched matmul); the gradient w.r.t. copy c is class c's gradient. One
   pass for the real batches, one (differentiable) for the synthetic ones, the distance of all
-  classes at once (``grouped_distance``), one seeded draw per class for its pair of batches
-  (``augment_pair``). The ops of a step barely grow with K.
+  classes at once (``grouped_distance``), one seeded draw per class for its pair of batches, and
+  one augmentation call for all real batches and one for all synthetic ones
+  (``dsa_fast.augment_pairs``). The ops of a step barely grow with K.
 - ``match_loss_batched`` (any per-sample network, ``supports_batched``): ``torch.func.vmap`` over
   a leading class axis of ``torch.func.grad``.
 
@@ -28,8 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from .. import DiffAugment, ParamDiffAug, _ops, compat, has_ops
-from ..params import NO_AUGMENT, check_seed, parse_strategy
+from .. import DiffAugment, ParamDiffAug, augment_pairs
 from .ensemble import ensemble_forward, supports_ensemble
 from .matching import EPS, augment_seed, check_match_args, gradient_distance, match_loss
 from .networks import ConvNet
@@ -147,22 +147,10 @@ def match_loss_batched(
 def augment_pair(real: Tensor, syn: Tensor, strategy: str, seed: Union[int, Tensor],
                  param: Optional[ParamDiffAug]) -> Tuple[Tensor, Tensor]:
     """(DiffAugment(real, strategy, seed, param), DiffAugment(syn, strategy, seed, param)), the same
-    tensors and the same generator states afterwards; with rng='compat' on the fused path the
-    seeded draws are made once (for ``syn``) and applied to both batches, where the two calls
-    would make them twice (element 0 of a seeded draw, all a Siamese transform reads, does not
-    depend on the batch size). ``seed``: an int, or rng='device' a key tensor on the device.)"""
-    if strategy in NO_AUGMENT:
-        return real, syn
-    param = ParamDiffAug() if param is None else param
-    if (param.rng == "compat" and isinstance(seed, int) and seed != -1 and has_ops() and _ops.supports(syn) and _ops.supports(real)
-            and real.shape[1:] == syn.shape[1:] and real.dtype == syn.dtype and real.device == syn.device):
-        param.validate()
-        ys = compat.draw_and_apply_many([syn, real], parse_strategy(strategy), check_seed(seed, "compat"), param)
-        if ys is not None:
-            param.Siamese = True
-            return ys[1], ys[0]
-    return (DiffAugment(real, strategy, seed=seed, param=param),
-            DiffAugment(syn, strategy, seed=seed, param=param))
+    tensors and the same generator states afterwards (``dsa_fast.augment_pairs`` of one pair: with
+    rng='compat' on the fused path the seeded draws are made once and applied to both batches).
+    ``seed``: an int, or rng='device' a key tensor on the device."""
+    return augment_pairs([(real, syn)], strategy, [seed], param)[0]
 
 
 def supports_grouped(net: nn.Module) -> bool:
@@ -262,8 +250,7 @@ def match_loss_grouped(
         return match_loss(net, real_batches, syn_batches, labels, seeds, strategy, param, metric)
 
     k = len(labels)
-    pairs = [augment_pair(real, syn, strategy, augment_seed(seed), param)
-             for real, syn, seed in zip(real_batches, syn_batches, seeds)]
+    pairs = augment_pairs(list(zip(real_batches, syn_batches)), strategy, [augment_seed(s) for s in seeds], param)
     real_aug = [r for r, _ in pairs]
     syn_aug = [s for _, s in pairs]
     n, ipc = real_aug[0].shape[0], syn_aug[0].shape[0]

@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from .. import ParamDiffAug, __version__, device_rng
+from .. import KEY_MASK, ParamDiffAug, __version__, unseeded_counter
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, config_mismatch, load_checkpoint, \
     rng_state, save_checkpoint, set_rng_state
 from .config import SAVED_BEFORE, CondenseConfig, resolve, save_config
@@ -55,7 +55,6 @@ from .outputs import CONFIG, METRICS, SUMMARY, SYNTHETIC, SYNTHETIC_PNG, append_
     save_synthetic, write_json, write_jsonl
 from .progress import Progress, plural
 from .rng import STREAM_AUGMENT, STREAM_CONTROL, STREAM_INIT, STREAM_SAMPLE, derive_seed, generator
-from .steps import KEY_MASK
 
 logger = logging.getLogger("dsa_fast.condense")
 
@@ -251,8 +250,8 @@ class _Run:
         # of the checkpointed state.
         seed = int(torch.randint(0, 2**62, (1,), generator=self.control))
         torch.manual_seed(seed)
-        if self.match_param.rng == "device":  # the inner loop's per-sample keys (device_rng.counter)
-            device_rng.counter(self.image_syn.device).fill_(seed & KEY_MASK)
+        if self.match_param.rng == "device":  # the inner loop's per-sample keys (dsa_fast.unseeded_counter)
+            unseeded_counter(self.image_syn.device).fill_(seed & KEY_MASK)
         loss = self.method.iteration(self)
         self.eval_loss += loss
         self.log_loss += loss
@@ -392,7 +391,7 @@ def _counter_kept(device: torch.device, used: bool):
     if not used:
         yield
         return
-    counter = device_rng.counter(torch.empty(0, device=device).device)  # 'cuda' -> 'cuda:<current>'
+    counter = unseeded_counter(device)
     kept = counter.clone()
     try:
         yield

@@ -24,7 +24,7 @@ Why the functions look the way they do:
 - rng='device': the per-class keys are computed inside the step from a 0-d int64 step counter on
   the device (``class_keys``), so a replay of the graph needs no host value; shuffles are drawn
   outside (one ``randperm``), the per-sample keys come from the device counter of
-  ``dsa_fast.device_rng``, advanced in place.
+  ``dsa_fast.unseeded_counter``, advanced in place.
 
 Nothing here reads a device value back to the host.
 """
@@ -38,13 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import DiffAugment, ParamDiffAug, device_rng
+from .. import KEY_MASK, DiffAugment, ParamDiffAug, unseeded_counter
 from .batched import match_loss_auto
 from .networks import has_batchnorm
 from .rng import global_rng_kept
 
 COMPILE_MODES = ("off", "on")
-KEY_MASK = (1 << 40) - 1  # the key space of a seeded rng='device' draw (dsa_fast/device_rng.py)
 
 
 def class_keys(base: int, step: Tensor, num_classes: int) -> Tensor:
@@ -134,7 +133,7 @@ class MatchingSteps:
             if device.type == "cuda":
                 # CUDA graphs keep the tensors a step reads or updates in place at fixed addresses.
                 torch._dynamo.mark_static_address(image_syn)
-                torch._dynamo.mark_static_address(device_rng.counter(device))
+                torch._dynamo.mark_static_address(unseeded_counter(device))
         else:
             self._outer_fn, self._grad_fn, self._epoch_fn = self._outer, self._loss_grad, self._epoch
 
