@@ -71,7 +71,7 @@ def reference(tmp_path_factory):
     return out
 
 
-# -- 1. Ctrl-C and SIGTERM --------------------------------------------------------------------
+# -- 1. Ctrl-C, SIGTERM, SIGHUP ---------------------------------------------------------------
 
 # The command itself, with one change: the 4th iteration stalls (as a long iteration would) so the
 # signal reliably lands mid-iteration. ``second`` also sends a second SIGINT while the checkpoint
@@ -132,8 +132,8 @@ def _run_until_line(argv, marker, signum, second=False):
 
 
 @pytest.mark.parametrize("signum,code,second", [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False),
-                                                (signal.SIGINT, 130, True)],
-                         ids=["sigint", "sigterm", "sigint-twice"])
+                                                (signal.SIGHUP, 129, False), (signal.SIGINT, 130, True)],
+                         ids=["sigint", "sigterm", "sighup", "sigint-twice"])
 def test_interrupt_writes_last_complete_iteration_and_resume_is_exact(tmp_path, reference, signum, code, second):
     out = str(tmp_path / "run")
     # No periodic checkpoint before the end: only the interruption can write one.
@@ -159,6 +159,47 @@ def test_interrupt_writes_last_complete_iteration_and_resume_is_exact(tmp_path, 
     assert torch.equal(synthetic(out)["images"], synthetic(reference)["images"])
     done, ref = (json.load(open(os.path.join(d, "summary.json"))) for d in (out, reference))
     assert done["accuracies"] == ref["accuracies"] and done["baseline_accuracies"] == ref["baseline_accuracies"]
+
+
+def _run_in_a_terminal_then_close_it(argv, marker):
+    """Start the command with a pseudo-terminal as its controlling terminal and stdin/stdout/stderr,
+    wait for ``marker`` on it, then close the terminal as a user closing the window does (the kernel
+    sends SIGHUP, and later writes to the terminal fail). -> (rc, what the terminal showed)."""
+    import fcntl
+    import pty
+    import termios
+    script = _INTERRUPTED_RUN.format(repo=REPO, argv=argv, prog=PROG, second=False)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(slave)
+    shown = ""
+    try:
+        deadline = time.time() + 120
+        while marker not in shown:
+            assert time.time() < deadline and proc.poll() is None, f"no {marker!r} in time: {shown}"
+            try:
+                shown += os.read(master, 4096).decode(errors="replace")
+            except OSError:  # EIO: the process is gone
+                break
+        os.close(master)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return rc, shown
+
+
+def test_closing_the_terminal_writes_the_checkpoint_and_resume_is_exact(tmp_path, reference):
+    out = str(tmp_path / "run")
+    argv = TINY + ["--iterations", "6", "--checkpoint-every", "100", "--out", out]
+    rc, shown = _run_in_a_terminal_then_close_it(argv, "iteration 3/6")
+    assert rc == 128 + signal.SIGHUP, shown  # the resume line had no terminal to go to: no traceback either
+    assert torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)["iteration"] == 3
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+    assert run_cli(["--resume", out, "--no-progress"]) == 0
+    assert torch.equal(synthetic(out)["images"], synthetic(reference)["images"])
 
 
 def test_interrupt_before_the_first_iteration_keeps_a_resumable_folder(tmp_path, reference):
@@ -357,6 +398,22 @@ def test_unavailable_device_is_one_line_exit_2(tmp_path, capsys, device):
     assert len(io_.err.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "r")
     assert cli.evaluate_main(["x.pt", "--device", device], prog="ev") == 2
     assert capsys.readouterr().err.startswith("ev: error: argument --device: ")
+
+
+@pytest.mark.parametrize("seed", [str(2**70), str(2**63), "-1"])
+def test_seed_out_of_range_is_one_line_exit_2(tmp_path, capsys, seed):
+    out = str(tmp_path / "r")
+    for call, prog, argv in ((cli.main, PROG, TINY + ["--out", out]), (cli.evaluate_main, "ev", ["x.pt"])):
+        with pytest.raises(SystemExit) as e:
+            call(argv + ["--seed", seed], prog=prog)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and err[-1] == f"{prog}: error: argument --seed: must be an integer in " \
+                                                  f"[0, 2**63 - 1], got {seed}", err
+    assert not os.path.exists(out)
+    with pytest.raises(ValueError, match=r"^dsa_fast.condense: seed must be an integer in \[0, 2\*\*63 - 1\], "
+                                         rf"got {seed}$"):
+        condense(CondenseConfig(seed=int(seed), out=out))  # the library call: before anything is written
+    assert not os.path.exists(out)
 
 
 def test_unwritable_out_is_one_line(tmp_path, capsys, monkeypatch):

@@ -6,9 +6,10 @@ With neither --dataset nor --data-path the command runs the embedded main job
 other flag given then overrides that preset. With either of them it starts from the published
 defaults (``CondenseConfig``). Data comes from --data-path only; without it, the embedded subset.
 
-SIGINT and SIGTERM become a KeyboardInterrupt, which the loop turns into a checkpoint of the last
-complete iteration; the command then prints how to resume and exits with 128 + the signal number
-(130, 143). Errors print one line and exit 1 (2 for a bad command line, as argparse does).
+SIGINT, SIGTERM and SIGHUP (``loop.STOP_SIGNALS``) become a KeyboardInterrupt, which the loop turns
+into a checkpoint of the last complete iteration; the command then prints how to resume (where the
+terminal is still there) and exits with 128 + the signal number (130, 143, 129). Errors print one
+line and exit 1 (2 for a bad command line, as argparse does).
 """
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ from .evaluate import evaluate_set, mean_std, random_real_subset
 from .batched import MATCHINGS
 from .cpu import keep_freed_memory
 from .ensemble import MODES as EVAL_MODES
-from .loop import RunDirError, RunInterrupted, condense
+from .loop import STOP_SIGNALS, RunDirError, RunInterrupted, condense
 from .outputs import CONFIG, SUMMARY
 from .progress import Progress, plural
+from .rng import RUN_SEEDS, check_run_seed
 from .networks import check_model_name
 
 _HELP: Dict[str, str] = {
@@ -81,11 +83,21 @@ _HELP: Dict[str, str] = {
     "checkpoint_every": "write a checkpoint every this many iterations",
     "log_every": "loss/ETA line (or progress bar update) every this many iterations",
 }
+
+
+def run_seed(text: str) -> int:
+    """argparse type of --seed: an int in the run-seed range, or one line that names the range."""
+    try:
+        return check_run_seed(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {RUN_SEEDS}, got {text}") from None
+
+
 _CHOICES = {"method": METHODS, "dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS, "eval_mode": EVAL_MODES,
             "rng": RNGS, "compile": COMPILE, "matching": MATCHINGS}
 _TYPES = {"ipc": int, "outer_loop": int, "inner_loop": int, "iterations": int, "lr_img": float, "lr_net": float,
           "batch_real": int, "batch_train": int, "eval_every": int, "eval_models": int, "eval_epochs": int,
-          "seed": int, "checkpoint_every": int, "log_every": int}
+          "seed": run_seed, "checkpoint_every": int, "log_every": int}
 
 
 # What a None default means, per setting.
@@ -124,7 +136,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                     "the package, ipc 1, reduced counts; --method dm: ipc 10).",
         epilog="Defaults: the published settings (any run with --dataset or --data-path); 'main job': the preset used "
                "with neither, where it differs. Data: the files under --data-path; without it, the embedded MNIST "
-               "subset. Ctrl-C or SIGTERM writes a checkpoint of the last complete iteration and prints the "
+               "subset. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) writes a checkpoint of the last complete iteration and prints the "
                "--resume command. Outputs and resume: docs/condense.md.",
     )
     for f in dataclasses.fields(CondenseConfig):
@@ -141,8 +153,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         p.add_argument(flag, metavar=None if f.name in _CHOICES else f.name.upper(), **kw)
     p.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
                    help="continue the run in RUN_DIR from its last checkpoint, or from iteration 0 if it has none "
-                        "yet (settings come from RUN_DIR/config.json; only --device, --compile and --progress may be "
-                        "given with it)")
+                        "yet (settings come from RUN_DIR/config.json; only --device, --compile, --progress and "
+                        "--keep-freed-memory may be given with it)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm progress bar (default: when stderr is a terminal; else plain log lines)")
     p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
@@ -178,7 +190,7 @@ def config_from_args(given: Dict[str, Any]) -> CondenseConfig:
 
 @contextlib.contextmanager
 def _signals_interrupt(caught: List[int]):
-    """SIGINT and SIGTERM raise KeyboardInterrupt inside the block; ``caught`` records which came."""
+    """``STOP_SIGNALS`` raise KeyboardInterrupt inside the block; ``caught`` records which came."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -187,7 +199,7 @@ def _signals_interrupt(caught: List[int]):
         caught.append(signum)
         raise KeyboardInterrupt
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, interrupt) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -286,13 +298,13 @@ def _run(dist: distributed.Processes, prog: str, given: Dict[str, Any], resume_d
     except RunInterrupted as e:
         signum = caught[0] if caught else signal.SIGINT
         if dist.writer:
-            print(interrupted_line(prog, signum, e, dist.size), file=sys.stderr)
+            _say_if_heard(interrupted_line(prog, signum, e, dist.size))
         return 128 + signum
     except KeyboardInterrupt:  # before the run folder was touched (while the data loaded)
         signum = caught[0] if caught else signal.SIGINT
         if dist.writer:
-            print(f"{prog}: interrupted ({signal.Signals(signum).name}) before the run started; nothing was written",
-                  file=sys.stderr)
+            _say_if_heard(f"{prog}: interrupted ({signal.Signals(signum).name}) before the run started; nothing was "
+                          f"written")
         return 128 + signum
     except ProcessGroupError as e:
         print(process_lost_line(prog, e, cfg), file=sys.stderr)
@@ -321,6 +333,14 @@ def _run(dist: distributed.Processes, prog: str, given: Dict[str, Any], resume_d
     else:
         print(f"condensed set written to {result.out} (no evaluation)")
     return 0
+
+
+def _say_if_heard(line: str) -> None:
+    """``line`` on stderr; after SIGHUP the terminal may be gone (EIO), and the exit status still tells."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def where(dist: distributed.Processes) -> str:
@@ -372,7 +392,7 @@ def build_evaluate_parser(prog: Optional[str] = None) -> argparse.ArgumentParser
     p.add_argument("--baseline", action="store_true",
                    help="also evaluate the same number of random real images per class")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=run_seed, default=None,
                    help="seed of the evaluation streams (default: the run's --seed, which reproduces its numbers)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
