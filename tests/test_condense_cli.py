@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import queue
+import re
 import runpy
 import shlex
 import struct
@@ -24,6 +25,7 @@ import time
 import warnings
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -285,6 +287,7 @@ def test_loss_and_count_wording():
     assert loss_note(25.86, 101, 120) == "mean matching loss over iterations 101-120: 25.8600"
     assert loss_note(3.5, 7, 7) == "matching loss of iteration 7: 3.5000"
     assert plural(1, "image") == "1 image" and plural(2, "image") == "2 images" and plural(0, "model") == "0 models"
+    assert plural(2, "training pass") == "2 training passes"
     assert format_seconds(59.6) == "1:00" and format_seconds(3725) == "1:02:05" and format_seconds(float("nan")) == "?"
 
 
@@ -486,9 +489,17 @@ def test_evaluate_reports_progress_without_a_terminal(tmp_path, capsys):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     err = proc.stderr.splitlines()
-    for what in ("synthetic set", "random real baseline"):
+    # The first line: the planned work, then the time all of it (and --quick) takes at the first pass's speed.
+    plan = (f"evaluating {os.path.join(out, 'synthetic.pt')} (20 images): 2 ConvNetW8 networks x 2 training passes, "
+            f"on the set and on as many random real images (8 passes in all), each network then tested on 2000 "
+            f"images of the embedded MNIST subset; ")
+    assert err[0].startswith(plan), err
+    assert re.fullmatch(r"2 training passes took \d+\.\d\d s, so about \d+:\d\d in all "
+                        r"\(--quick: about (\d+:)?\d+:\d\d\)", err[0][len(plan):]), err[0]
+    # Then a line per network (the first network's is the plan line, whose estimate it gives)
+    for what, counts in (("synthetic set", ["4/4"]), ("random real baseline", ["2/4", "4/4"])):
         lines = [line for line in err if line.startswith(f"{what}: training pass ")]
-        assert [line.split()[len(what.split()) + 2] for line in lines] == ["2/4", "4/4"], err
+        assert [line.split()[len(what.split()) + 2] for line in lines] == counts, err
         assert all("pass/s" in line and "ETA" in line for line in lines)
     assert "synthetic set" in proc.stdout and "random real baseline" in proc.stdout
 
@@ -497,3 +508,57 @@ def test_evaluate_reports_progress_without_a_terminal(tmp_path, capsys):
                               "--device", "cpu", "--progress"], prog="ev") == 0
     err = capsys.readouterr().err
     assert "synthetic set: training pass" in err and "2/2" in err
+
+
+def test_evaluate_quick_is_the_main_jobs_evaluation(tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "run")
+    assert run_cli(TINY + ["--iterations", "1", "--eval-models", "0", "--out", out]) == 0
+    syn = os.path.join(out, "synthetic.pt")
+    asked = []
+
+    def counts(images, labels, test, *, n_models, epochs, **kw):  # what the command would train
+        asked.append((n_models, epochs))
+        return []
+
+    monkeypatch.setattr(cli, "evaluate_set", counts)
+    main_job, published = cli.main_job_config(), CondenseConfig()
+    for argv, want in ((["--quick"], (main_job.eval_models, main_job.eval_epochs)),
+                       ([], (published.eval_models, published.eval_epochs)),
+                       (["--quick", "--eval-models", "2"], (2, main_job.eval_epochs))):
+        assert cli.evaluate_main([syn, "--device", "cpu", "--no-progress"] + argv, prog="ev") == 0
+        assert asked.pop() == want
+    assert (main_job.eval_models, main_job.eval_epochs) == (5, 300)  # what the help and the docs say
+    help_text = " ".join(cli.build_evaluate_parser("ev").format_help().split())
+    assert "--quick the main job's evaluation: 5 networks x 301 passes instead of the published 20 x 1001" in help_text
+
+
+def test_png_of_a_saved_set_is_a_labelled_grid_scaled_up(tmp_path, capsys):
+    from PIL import Image
+    from dsa_fast.condense.data import INFO, denormalize
+    from dsa_fast.condense.outputs import save_synthetic
+
+    info = INFO["FashionMNIST"]
+    images = torch.randn(20, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(10).repeat(2)
+    path, png = str(tmp_path / "synthetic.pt"), str(tmp_path / "set.png")
+    save_synthetic(path, images, labels, info)
+    assert cli.evaluate_main([path, "--png", png], prog="ev") == 0
+    assert capsys.readouterr().out == f"{png}: 20 FashionMNIST images, one row per class\n"
+
+    picture = Image.open(png)
+    names = ["0 T-shirt/top", "1 Trouser", "2 Pullover", "3 Dress", "4 Coat", "5 Sandal", "6 Shirt", "7 Sneaker",
+             "8 Bag", "9 Ankle boot"]
+    assert picture.mode == "L" and picture.text["rows"].splitlines() == names
+    cell, gap = 3 * 28, 4  # 28-pixel images scaled 3x, 4 white pixels around each
+    left = picture.width - 2 * (cell + gap)  # the names' column
+    assert left > 0 and picture.height == gap + 10 * (cell + gap)
+    pixels = np.asarray(picture)
+    expected = denormalize(images, info.mean, info.std).clamp(0, 1).mul(255).round().to(torch.uint8)[:, 0].numpy()
+    for k in range(10):
+        top = gap + k * (cell + gap)
+        for j, n in enumerate(torch.nonzero(labels == k).flatten().tolist()):
+            tile = pixels[top:top + cell, left + j * (cell + gap):left + j * (cell + gap) + cell]
+            assert np.array_equal(tile, expected[n].repeat(3, axis=0).repeat(3, axis=1)), (k, j)
+        name = pixels[top:top + cell, :left]
+        assert (name < 128).any()  # the row's name is written beside it
+    assert len({pixels[gap + k * (cell + gap):gap + k * (cell + gap) + cell, :left].tobytes() for k in range(10)}) == 10
