@@ -562,3 +562,17 @@ def test_png_of_a_saved_set_is_a_labelled_grid_scaled_up(tmp_path, capsys):
         name = pixels[top:top + cell, :left]
         assert (name < 128).any()  # the row's name is written beside it
     assert len({pixels[gap + k * (cell + gap):gap + k * (cell + gap) + cell, :left].tobytes() for k in range(10)}) == 10
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_first_line_says_the_threads(tmp_path, caplog, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with caplog.at_level(logging.INFO, logger="dsa_fast.condense"):
+            assert run_cli(TINY + ["--iterations", "1", "--eval-models", "0", "--out", str(tmp_path / "r")]) == 0
+    finally:
+        torch.set_num_threads(before)
+    first = caplog.records[0].getMessage()
+    assert first.startswith("condensing MNIST at 2 images per class for 1 iteration on cpu (") and \
+        f" ({threads} thread{'' if threads == 1 else 's'}" in first, first

@@ -46,6 +46,7 @@ from .. import KEY_MASK, ParamDiffAug, __version__, unseeded_counter
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, config_mismatch, load_checkpoint, \
     rng_state, save_checkpoint, set_rng_state
 from .config import SAVED_BEFORE, CondenseConfig, resolve, save_config
+from .cpu import threads_note
 from .data import load_tensors
 from . import distributed
 from .distributed import ProcessGroupError, Processes
@@ -278,8 +279,7 @@ class _Run:
                      data_source="embedded" if self.cfg.data_path is None else "files",
                      data_path=self.cfg.data_path, seed=self.cfg.seed)
         save_synthetic(os.path.join(self.out, SYNTHETIC), self.image_syn, self.label_syn, self.info, **extra)
-        save_png(os.path.join(self.out, SYNTHETIC_PNG), self.image_syn, self.label_syn, self.info.mean,
-                 self.info.std, self.num_classes)
+        save_png(os.path.join(self.out, SYNTHETIC_PNG), self.image_syn, self.label_syn, self.info)
 
     def evaluate_images(self, images: Tensor, labels: Tensor, what: str) -> List[float]:
         """``evaluate_set`` with a progress report per network (a bar on a terminal)."""
@@ -456,7 +456,7 @@ def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_it
         if restored:
             run.restore(state, ckpt_path)
         run.last_complete = run.snapshot()  # before anything is reported: an interrupt from now on keeps it
-        on = "" if dist.size == 1 else f" on {dist.size} processes"
+        on = threads_note(cfg.device) + ("" if dist.size == 1 else f" on {dist.size} processes")
         if restored:
             logger.info("resuming %s at iteration %d of %d%s", out, run.iteration, cfg.iterations, on)
         else:
