@@ -131,8 +131,14 @@ _SETTING_RANGES = (
 )
 
 
+# An int seed is a signed 64-bit integer, as a tensor seed is: the official draws reseed torch's
+# generators with seed, seed + 1, ... (torch takes [-2**63, 2**64 - 1]), and rng='device' keys are int64.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
+
 def check_seed(seed, rng: str):
-    """An int seed (-1: per-sample draws), or for rng='device' a one-element integer tensor."""
+    """An int seed (-1: per-sample draws) in ``SEED_RANGE``, or for rng='device' a one-element
+    integer tensor."""
     if isinstance(seed, Tensor):
         if rng != "device":
             raise TypeError("dsa_fast: a tensor seed needs ParamDiffAug(rng='device'); rng='compat' takes an int")
@@ -142,8 +148,13 @@ def check_seed(seed, rng: str):
     if isinstance(seed, bool) or not isinstance(seed, (int, SupportsIndex)):
         raise TypeError(f"dsa_fast: seed must be an int (-1: no seed), got {seed!r} of type {type(seed).__name__}")
     # NB: an int goes through untouched: under torch.compile operator.index would specialise the
-    # traced seed on its value and recompile for every new seed.
-    return seed if isinstance(seed, int) else operator.index(seed)
+    # traced seed on its value and recompile for every new seed. The range check is a guard on a
+    # range, not on the value.
+    seed = seed if isinstance(seed, int) else operator.index(seed)
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(f"dsa_fast: seed must be -1 (no seed) or an int in [-2**63, 2**63 - 1] (64-bit signed), "
+                         f"got {seed}")
+    return seed
 
 
 def parse_strategy(strategy: str) -> Tuple[str, ...]:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import queue
+import re
 import runpy
 import shlex
 import struct
@@ -24,6 +25,7 @@ import time
 import warnings
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,7 +73,7 @@ def reference(tmp_path_factory):
     return out
 
 
-# -- 1. Ctrl-C and SIGTERM --------------------------------------------------------------------
+# -- 1. Ctrl-C, SIGTERM, SIGHUP ---------------------------------------------------------------
 
 # The command itself, with one change: the 4th iteration stalls (as a long iteration would) so the
 # signal reliably lands mid-iteration. ``second`` also sends a second SIGINT while the checkpoint
@@ -132,8 +134,8 @@ def _run_until_line(argv, marker, signum, second=False):
 
 
 @pytest.mark.parametrize("signum,code,second", [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False),
-                                                (signal.SIGINT, 130, True)],
-                         ids=["sigint", "sigterm", "sigint-twice"])
+                                                (signal.SIGHUP, 129, False), (signal.SIGINT, 130, True)],
+                         ids=["sigint", "sigterm", "sighup", "sigint-twice"])
 def test_interrupt_writes_last_complete_iteration_and_resume_is_exact(tmp_path, reference, signum, code, second):
     out = str(tmp_path / "run")
     # No periodic checkpoint before the end: only the interruption can write one.
@@ -159,6 +161,47 @@ def test_interrupt_writes_last_complete_iteration_and_resume_is_exact(tmp_path, 
     assert torch.equal(synthetic(out)["images"], synthetic(reference)["images"])
     done, ref = (json.load(open(os.path.join(d, "summary.json"))) for d in (out, reference))
     assert done["accuracies"] == ref["accuracies"] and done["baseline_accuracies"] == ref["baseline_accuracies"]
+
+
+def _run_in_a_terminal_then_close_it(argv, marker):
+    """Start the command with a pseudo-terminal as its controlling terminal and stdin/stdout/stderr,
+    wait for ``marker`` on it, then close the terminal as a user closing the window does (the kernel
+    sends SIGHUP, and later writes to the terminal fail). -> (rc, what the terminal showed)."""
+    import fcntl
+    import pty
+    import termios
+    script = _INTERRUPTED_RUN.format(repo=REPO, argv=argv, prog=PROG, second=False)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(slave)
+    shown = ""
+    try:
+        deadline = time.time() + 120
+        while marker not in shown:
+            assert time.time() < deadline and proc.poll() is None, f"no {marker!r} in time: {shown}"
+            try:
+                shown += os.read(master, 4096).decode(errors="replace")
+            except OSError:  # EIO: the process is gone
+                break
+        os.close(master)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return rc, shown
+
+
+def test_closing_the_terminal_writes_the_checkpoint_and_resume_is_exact(tmp_path, reference):
+    out = str(tmp_path / "run")
+    argv = TINY + ["--iterations", "6", "--checkpoint-every", "100", "--out", out]
+    rc, shown = _run_in_a_terminal_then_close_it(argv, "iteration 3/6")
+    assert rc == 128 + signal.SIGHUP, shown  # the resume line had no terminal to go to: no traceback either
+    assert torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)["iteration"] == 3
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+    assert run_cli(["--resume", out, "--no-progress"]) == 0
+    assert torch.equal(synthetic(out)["images"], synthetic(reference)["images"])
 
 
 def test_interrupt_before_the_first_iteration_keeps_a_resumable_folder(tmp_path, reference):
@@ -244,6 +287,7 @@ def test_loss_and_count_wording():
     assert loss_note(25.86, 101, 120) == "mean matching loss over iterations 101-120: 25.8600"
     assert loss_note(3.5, 7, 7) == "matching loss of iteration 7: 3.5000"
     assert plural(1, "image") == "1 image" and plural(2, "image") == "2 images" and plural(0, "model") == "0 models"
+    assert plural(2, "training pass") == "2 training passes"
     assert format_seconds(59.6) == "1:00" and format_seconds(3725) == "1:02:05" and format_seconds(float("nan")) == "?"
 
 
@@ -359,6 +403,22 @@ def test_unavailable_device_is_one_line_exit_2(tmp_path, capsys, device):
     assert capsys.readouterr().err.startswith("ev: error: argument --device: ")
 
 
+@pytest.mark.parametrize("seed", [str(2**70), str(2**63), "-1"])
+def test_seed_out_of_range_is_one_line_exit_2(tmp_path, capsys, seed):
+    out = str(tmp_path / "r")
+    for call, prog, argv in ((cli.main, PROG, TINY + ["--out", out]), (cli.evaluate_main, "ev", ["x.pt"])):
+        with pytest.raises(SystemExit) as e:
+            call(argv + ["--seed", seed], prog=prog)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and err[-1] == f"{prog}: error: argument --seed: must be an integer in " \
+                                                  f"[0, 2**63 - 1], got {seed}", err
+    assert not os.path.exists(out)
+    with pytest.raises(ValueError, match=r"^dsa_fast.condense: seed must be an integer in \[0, 2\*\*63 - 1\], "
+                                         rf"got {seed}$"):
+        condense(CondenseConfig(seed=int(seed), out=out))  # the library call: before anything is written
+    assert not os.path.exists(out)
+
+
 def test_unwritable_out_is_one_line(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -429,9 +489,17 @@ def test_evaluate_reports_progress_without_a_terminal(tmp_path, capsys):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     err = proc.stderr.splitlines()
-    for what in ("synthetic set", "random real baseline"):
+    # The first line: the planned work, then the time all of it (and --quick) takes at the first pass's speed.
+    plan = (f"evaluating {os.path.join(out, 'synthetic.pt')} (20 images): 2 ConvNetW8 networks x 2 training passes, "
+            f"on the set and on as many random real images (8 passes in all), each network then tested on 2000 "
+            f"images of the embedded MNIST subset; ")
+    assert err[0].startswith(plan), err
+    assert re.fullmatch(r"2 training passes took \d+\.\d\d s, so about \d+:\d\d in all "
+                        r"\(--quick: about (\d+:)?\d+:\d\d\)", err[0][len(plan):]), err[0]
+    # Then a line per network (the first network's is the plan line, whose estimate it gives)
+    for what, counts in (("synthetic set", ["4/4"]), ("random real baseline", ["2/4", "4/4"])):
         lines = [line for line in err if line.startswith(f"{what}: training pass ")]
-        assert [line.split()[len(what.split()) + 2] for line in lines] == ["2/4", "4/4"], err
+        assert [line.split()[len(what.split()) + 2] for line in lines] == counts, err
         assert all("pass/s" in line and "ETA" in line for line in lines)
     assert "synthetic set" in proc.stdout and "random real baseline" in proc.stdout
 
@@ -440,3 +508,71 @@ def test_evaluate_reports_progress_without_a_terminal(tmp_path, capsys):
                               "--device", "cpu", "--progress"], prog="ev") == 0
     err = capsys.readouterr().err
     assert "synthetic set: training pass" in err and "2/2" in err
+
+
+def test_evaluate_quick_is_the_main_jobs_evaluation(tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "run")
+    assert run_cli(TINY + ["--iterations", "1", "--eval-models", "0", "--out", out]) == 0
+    syn = os.path.join(out, "synthetic.pt")
+    asked = []
+
+    def counts(images, labels, test, *, n_models, epochs, **kw):  # what the command would train
+        asked.append((n_models, epochs))
+        return []
+
+    monkeypatch.setattr(cli, "evaluate_set", counts)
+    main_job, published = cli.main_job_config(), CondenseConfig()
+    for argv, want in ((["--quick"], (main_job.eval_models, main_job.eval_epochs)),
+                       ([], (published.eval_models, published.eval_epochs)),
+                       (["--quick", "--eval-models", "2"], (2, main_job.eval_epochs))):
+        assert cli.evaluate_main([syn, "--device", "cpu", "--no-progress"] + argv, prog="ev") == 0
+        assert asked.pop() == want
+    assert (main_job.eval_models, main_job.eval_epochs) == (5, 300)  # what the help and the docs say
+    help_text = " ".join(cli.build_evaluate_parser("ev").format_help().split())
+    assert "--quick the main job's evaluation: 5 networks x 301 passes instead of the published 20 x 1001" in help_text
+
+
+def test_png_of_a_saved_set_is_a_labelled_grid_scaled_up(tmp_path, capsys):
+    from PIL import Image
+    from dsa_fast.condense.data import INFO, denormalize
+    from dsa_fast.condense.outputs import save_synthetic
+
+    info = INFO["FashionMNIST"]
+    images = torch.randn(20, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(10).repeat(2)
+    path, png = str(tmp_path / "synthetic.pt"), str(tmp_path / "set.png")
+    save_synthetic(path, images, labels, info)
+    assert cli.evaluate_main([path, "--png", png], prog="ev") == 0
+    assert capsys.readouterr().out == f"{png}: 20 FashionMNIST images, one row per class\n"
+
+    picture = Image.open(png)
+    names = ["0 T-shirt/top", "1 Trouser", "2 Pullover", "3 Dress", "4 Coat", "5 Sandal", "6 Shirt", "7 Sneaker",
+             "8 Bag", "9 Ankle boot"]
+    assert picture.mode == "L" and picture.text["rows"].splitlines() == names
+    cell, gap = 3 * 28, 4  # 28-pixel images scaled 3x, 4 white pixels around each
+    left = picture.width - 2 * (cell + gap)  # the names' column
+    assert left > 0 and picture.height == gap + 10 * (cell + gap)
+    pixels = np.asarray(picture)
+    expected = denormalize(images, info.mean, info.std).clamp(0, 1).mul(255).round().to(torch.uint8)[:, 0].numpy()
+    for k in range(10):
+        top = gap + k * (cell + gap)
+        for j, n in enumerate(torch.nonzero(labels == k).flatten().tolist()):
+            tile = pixels[top:top + cell, left + j * (cell + gap):left + j * (cell + gap) + cell]
+            assert np.array_equal(tile, expected[n].repeat(3, axis=0).repeat(3, axis=1)), (k, j)
+        name = pixels[top:top + cell, :left]
+        assert (name < 128).any()  # the row's name is written beside it
+    assert len({pixels[gap + k * (cell + gap):gap + k * (cell + gap) + cell, :left].tobytes() for k in range(10)}) == 10
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_first_line_says_the_threads(tmp_path, caplog, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with caplog.at_level(logging.INFO, logger="dsa_fast.condense"):
+            assert run_cli(TINY + ["--iterations", "1", "--eval-models", "0", "--out", str(tmp_path / "r")]) == 0
+    finally:
+        torch.set_num_threads(before)
+    first = caplog.records[0].getMessage()
+    assert first.startswith("condensing MNIST at 2 images per class for 1 iteration on cpu (") and \
+        f" ({threads} thread{'' if threads == 1 else 's'}" in first, first

@@ -70,8 +70,9 @@ def test_three_iteration_cli_run_writes_every_output(tmp_path, capsys):
     assert syn["labels"].tolist() == list(range(10))
     assert syn["mean"] == [0.1307] and syn["std"] == [0.3081] and syn["dataset"] == "MNIST"
 
-    png = Image.open(out / "synthetic.png")
-    assert png.mode == "L" and png.size == (28 + 4, 10 * 30 + 2)  # one row per class, 2-pixel padding
+    png = Image.open(out / "synthetic.png")  # one row per class, named; 28-pixel images scaled 3x, 4-pixel gaps
+    assert png.mode == "L" and png.height == 4 + 10 * (3 * 28 + 4) and png.width > 3 * 28 + 4
+    assert png.text["rows"].splitlines() == [str(k) for k in range(10)]
 
     summary = json.loads((out / "summary.json").read_text())
     for key in ("accuracy_mean", "accuracy_std", "baseline_mean", "baseline_std", "iterations", "wall_seconds"):

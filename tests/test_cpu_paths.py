@@ -15,7 +15,8 @@ import random
 import pytest
 import torch
 
-from dsa_fast import ParamDiffAug, sample_params
+import dsa_fast
+from dsa_fast import DiffAugment, ParamDiffAug, device_rng, sample_params
 from dsa_fast.fused import pack_omega
 from dsa_fast.ops_table import COLUMNS, FLAGS
 
@@ -115,3 +116,37 @@ def test_colour_planes_equal_colour_rows(channels, ops, dtype):
     torch.testing.assert_close(d_dense, d_rows.contiguous(), atol=tol, rtol=tol)
     if not flags & FLAGS["contrast"]:
         assert torch.equal(d_dense, d_rows.contiguous())
+
+
+@pytest.mark.skipif(not dsa_fast.has_ops(), reason="dsa_fast._C not loaded (fused backend absent)")
+@pytest.mark.parametrize("rng", ["compat", "device"])
+@pytest.mark.parametrize("aug_mode", ["S", "M"])
+@pytest.mark.parametrize("seed", [7, -1], ids=["siamese", "per-sample"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_same_bits_at_one_and_two_threads(rng, aug_mode, seed, layout):
+    """The CPU kernels hand whole images to at::parallel_for's threads and compute each image on one
+    thread, with nothing summed across images: the forward and the backward are the same bits at one
+    and at two threads (torch's own ops need not be: a sum over a large tensor adds per-thread partial sums)."""
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(16, 3, 20, 24, generator=gen)
+    if layout == "channels_last":
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(x0.shape, generator=gen)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert torch.get_num_threads() == threads
+            torch.manual_seed(3)  # per-sample compat draws: the same generator state for both calls
+            device_rng.counter(x0.device)  # manual_seed resets the counters that exist
+            device_rng.manual_seed(3)  # per-sample device draws: the same counter for both calls
+            x = x0.clone().requires_grad_()
+            y = DiffAugment(x, FULL_STRATEGY, seed=seed, param=ParamDiffAug(aug_mode=aug_mode, rng=rng),
+                            backend="fused")
+            y.backward(g)
+            results.append((y.detach(), x.grad))
+    finally:
+        torch.set_num_threads(before)
+    (y1, dx1), (y2, dx2) = results
+    assert torch.equal(y1, y2) and torch.equal(dx1, dx2)

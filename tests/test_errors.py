@@ -197,6 +197,30 @@ def test_seed_must_be_an_int(seed, rng):
         DiffAugment(_x(), "crop", seed=seed, param=ParamDiffAug(rng=rng))
 
 
+@pytest.mark.parametrize("seed", [2**70, 2**63, -(2**63) - 1])
+@pytest.mark.parametrize("rng", ["compat", "device"])
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_seed_out_of_the_64_bit_range_is_a_dsa_fast_error(seed, rng, backend):
+    pattern = rf"^dsa_fast: seed must be -1 \(no seed\) or an int in \[-2\*\*63, 2\*\*63 - 1\].*got {seed}$"
+    for aug_mode in ("S", "M"):
+        with pytest.raises(ValueError, match=pattern):
+            DiffAugment(_x(), FULL_STRATEGY, seed=seed, param=ParamDiffAug(aug_mode=aug_mode, rng=rng), backend=backend)
+        with pytest.raises(ValueError, match=pattern):
+            sample_params(FULL_STRATEGY, _x(), seed=seed, param=ParamDiffAug(aug_mode=aug_mode, rng=rng))
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, -(2**63)])
+@pytest.mark.parametrize("rng", ["compat", "device"])
+def test_seeds_at_the_ends_of_the_range_run(seed, rng):
+    # 'M' makes the most draws: the official draws reseed with seed, seed + 1, ..., which must stay
+    # within what torch's generators take.
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    param = ParamDiffAug(aug_mode="M", rng=rng)
+    y = DiffAugment(x, FULL_STRATEGY, seed=seed, param=param)
+    assert torch.equal(y, DiffAugment(x, FULL_STRATEGY, seed=seed, param=param))
+    assert torch.equal(y, apply(x, sample_params(FULL_STRATEGY, x, seed=seed, param=param)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
 def test_tensor_seed_must_hold_an_integer(dtype):
     with pytest.raises(TypeError, match=rf"tensor seed must hold an integer, got dtype {dtype}"):

@@ -5,8 +5,11 @@
 #   bash tools/dev.sh bench [pytest args]    set up, build, run the benchmarks
 #   bash tools/dev.sh setup                  only create the venv and build the extension
 # Set-up = a virtual environment (DSA_FAST_VENV, default .venv in the repo) with the pinned torch
-# (DSA_FAST_TORCH, default torch==2.13.0, the CPU build) and requirements-dev.txt, then the
-# extension built in place. Re-running reuses the venv while its pins are unchanged.
+# (DSA_FAST_TORCH, default torch==2.13.0: from PyPI's index that is the CUDA build on Linux; add
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU build) and
+# requirements-dev.txt, then the extension built in place, then this clone installed into the venv
+# as an editable package, so a script in any folder run by the venv's python imports it.
+# Re-running reuses the venv while its pins are unchanged.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${DSA_FAST_VENV:-$root/.venv}
@@ -27,6 +30,23 @@ setup() {
   local tag
   tag=$("$venv/bin/python" -c "import torch; print('torch-' + torch.__version__.replace('+', '-'))")
   (cd "$root" && MAX_JOBS=${MAX_JOBS:-$(nproc)} "$venv/bin/python" setup.py -q build_ext --inplace --build-temp "build/$tag")
+  install_editable
+}
+
+# The venv's dsa_fast is this clone: an editable install (metadata, the dsa-condense script, an
+# import hook to $root/dsa_fast). It builds nothing (DSA_FAST_NO_EXT=1): pip's editable build runs
+# in a temporary folder that ccache cannot reuse, and the extension built in place above is a file
+# of $root/dsa_fast, which the hook serves. Skipped when the venv already points here.
+install_editable() {
+  if ! "$venv/bin/python" - "$root" 2>/dev/null <<'PY'; then
+import json, pathlib, sys
+from importlib import metadata
+url = json.loads(metadata.distribution("dsa_fast").read_text("direct_url.json") or "{}")
+sys.exit(url.get("dir_info", {}).get("editable") is not True or url.get("url") != pathlib.Path(sys.argv[1]).as_uri())
+PY
+    (cd "$root" && DSA_FAST_NO_EXT=1 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+      --no-build-isolation --no-deps -e . 2> >(grep -v "is ignored" >&2))
+  fi
 }
 
 cmd=${1:-test}

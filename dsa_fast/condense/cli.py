@@ -6,9 +6,10 @@ With neither --dataset nor --data-path the command runs the embedded main job
 other flag given then overrides that preset. With either of them it starts from the published
 defaults (``CondenseConfig``). Data comes from --data-path only; without it, the embedded subset.
 
-SIGINT and SIGTERM become a KeyboardInterrupt, which the loop turns into a checkpoint of the last
-complete iteration; the command then prints how to resume and exits with 128 + the signal number
-(130, 143). Errors print one line and exit 1 (2 for a bad command line, as argparse does).
+SIGINT, SIGTERM and SIGHUP (``loop.STOP_SIGNALS``) become a KeyboardInterrupt, which the loop turns
+into a checkpoint of the last complete iteration; the command then prints how to resume (where the
+terminal is still there) and exits with 128 + the signal number (130, 143, 129). Errors print one
+line and exit 1 (2 for a bad command line, as argparse does).
 """
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ from .evaluate import evaluate_set, mean_std, random_real_subset
 from .batched import MATCHINGS
 from .cpu import keep_freed_memory
 from .ensemble import MODES as EVAL_MODES
-from .loop import RunDirError, RunInterrupted, condense
-from .outputs import CONFIG, SUMMARY
-from .progress import Progress, plural
+from .loop import STOP_SIGNALS, RunDirError, RunInterrupted, condense
+from .outputs import CONFIG, SUMMARY, save_png
+from .progress import PlanLine, Progress, plural
+from .rng import RUN_SEEDS, check_run_seed
 from .networks import check_model_name
 
 _HELP: Dict[str, str] = {
@@ -81,11 +83,21 @@ _HELP: Dict[str, str] = {
     "checkpoint_every": "write a checkpoint every this many iterations",
     "log_every": "loss/ETA line (or progress bar update) every this many iterations",
 }
+
+
+def run_seed(text: str) -> int:
+    """argparse type of --seed: an int in the run-seed range, or one line that names the range."""
+    try:
+        return check_run_seed(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {RUN_SEEDS}, got {text}") from None
+
+
 _CHOICES = {"method": METHODS, "dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS, "eval_mode": EVAL_MODES,
             "rng": RNGS, "compile": COMPILE, "matching": MATCHINGS}
 _TYPES = {"ipc": int, "outer_loop": int, "inner_loop": int, "iterations": int, "lr_img": float, "lr_net": float,
           "batch_real": int, "batch_train": int, "eval_every": int, "eval_models": int, "eval_epochs": int,
-          "seed": int, "checkpoint_every": int, "log_every": int}
+          "seed": run_seed, "checkpoint_every": int, "log_every": int}
 
 
 # What a None default means, per setting.
@@ -124,7 +136,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                     "the package, ipc 1, reduced counts; --method dm: ipc 10).",
         epilog="Defaults: the published settings (any run with --dataset or --data-path); 'main job': the preset used "
                "with neither, where it differs. Data: the files under --data-path; without it, the embedded MNIST "
-               "subset. Ctrl-C or SIGTERM writes a checkpoint of the last complete iteration and prints the "
+               "subset. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) writes a checkpoint of the last complete iteration and prints the "
                "--resume command. Outputs and resume: docs/condense.md.",
     )
     for f in dataclasses.fields(CondenseConfig):
@@ -141,8 +153,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         p.add_argument(flag, metavar=None if f.name in _CHOICES else f.name.upper(), **kw)
     p.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
                    help="continue the run in RUN_DIR from its last checkpoint, or from iteration 0 if it has none "
-                        "yet (settings come from RUN_DIR/config.json; only --device, --compile and --progress may be "
-                        "given with it)")
+                        "yet (settings come from RUN_DIR/config.json; only --device, --compile, --progress and "
+                        "--keep-freed-memory may be given with it)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm progress bar (default: when stderr is a terminal; else plain log lines)")
     p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
@@ -178,7 +190,7 @@ def config_from_args(given: Dict[str, Any]) -> CondenseConfig:
 
 @contextlib.contextmanager
 def _signals_interrupt(caught: List[int]):
-    """SIGINT and SIGTERM raise KeyboardInterrupt inside the block; ``caught`` records which came."""
+    """``STOP_SIGNALS`` raise KeyboardInterrupt inside the block; ``caught`` records which came."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -187,7 +199,7 @@ def _signals_interrupt(caught: List[int]):
         caught.append(signum)
         raise KeyboardInterrupt
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, interrupt) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -286,13 +298,13 @@ def _run(dist: distributed.Processes, prog: str, given: Dict[str, Any], resume_d
     except RunInterrupted as e:
         signum = caught[0] if caught else signal.SIGINT
         if dist.writer:
-            print(interrupted_line(prog, signum, e, dist.size), file=sys.stderr)
+            _say_if_heard(interrupted_line(prog, signum, e, dist.size))
         return 128 + signum
     except KeyboardInterrupt:  # before the run folder was touched (while the data loaded)
         signum = caught[0] if caught else signal.SIGINT
         if dist.writer:
-            print(f"{prog}: interrupted ({signal.Signals(signum).name}) before the run started; nothing was written",
-                  file=sys.stderr)
+            _say_if_heard(f"{prog}: interrupted ({signal.Signals(signum).name}) before the run started; nothing was "
+                          f"written")
         return 128 + signum
     except ProcessGroupError as e:
         print(process_lost_line(prog, e, cfg), file=sys.stderr)
@@ -323,6 +335,14 @@ def _run(dist: distributed.Processes, prog: str, given: Dict[str, Any], resume_d
     return 0
 
 
+def _say_if_heard(line: str) -> None:
+    """``line`` on stderr; after SIGHUP the terminal may be gone (EIO), and the exit status still tells."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
 def where(dist: distributed.Processes) -> str:
     """``process r of K: `` in a multi-process job (which process says it), else nothing."""
     return "" if dist.size == 1 else f"process {dist.rank} of {dist.size}: "
@@ -350,15 +370,29 @@ def build_evaluate_parser(prog: Optional[str] = None) -> argparse.ArgumentParser
     p = argparse.ArgumentParser(
         prog=prog or invoked_as("python -m dsa_fast.evaluate"),
         description="Evaluate a synthetic set (synthetic.pt of a dsa_fast.condense run) as in DSA: fresh "
-                    "networks trained on it with per-sample DSA augmentation, tested without augmentation.",
+                    "networks trained on it with per-sample DSA augmentation, tested without augmentation. The "
+                    "published protocol (the defaults: 20 networks x 1001 training passes) takes long on a CPU; "
+                    "the first line, after the second training pass, gives the planned work and the time all of "
+                    "it will take, and --quick (the main job's evaluation) about 1/13 of that.",
     )
     p.add_argument("synthetic", help="path to synthetic.pt")
     p.add_argument("--data-path", default=None,
                    help="root of the test data (torchvision layout); default: the run's own data "
                         "(its --data-path, or the embedded MNIST subset if it used that)")
-    p.add_argument("--eval-models", type=int, default=d.eval_models, help=f"networks to train (default {d.eval_models})")
-    p.add_argument("--eval-epochs", type=int, default=d.eval_epochs,
-                   help=f"training epochs; trains epochs+1 passes as the official code (default {d.eval_epochs})")
+    q = main_job_config()
+    p.add_argument("--eval-models", type=int, default=None,
+                   help=f"networks to train (default {d.eval_models}; --quick: {q.eval_models})")
+    p.add_argument("--eval-epochs", type=int, default=None,
+                   help=f"training epochs; trains epochs+1 passes as the official code (default {d.eval_epochs}; "
+                        f"--quick: {q.eval_epochs})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"the main job's evaluation: {q.eval_models} networks x {q.eval_epochs + 1} passes instead of "
+                        f"the published {d.eval_models} x {d.eval_epochs + 1}, about 1/"
+                        f"{round(d.eval_models * (d.eval_epochs + 1) / (q.eval_models * (q.eval_epochs + 1)))} of the "
+                        f"time; --eval-models and --eval-epochs still apply")
+    p.add_argument("--png", metavar="PATH", default=None,
+                   help="only write the set as a picture to PATH (one labelled row per class, scaled up, as a run's "
+                        "synthetic.png) and stop: no evaluation")
     p.add_argument("--model", default=None, help="network (default: the run's model)")
     p.add_argument("--models", default=None, metavar="A,B,...",
                    help="cross-architecture evaluation: comma-separated networks (e.g. ConvNet,MLP,LeNet,AlexNet,"
@@ -372,7 +406,7 @@ def build_evaluate_parser(prog: Optional[str] = None) -> argparse.ArgumentParser
     p.add_argument("--baseline", action="store_true",
                    help="also evaluate the same number of random real images per class")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=run_seed, default=None,
                    help="seed of the evaluation streams (default: the run's --seed, which reproduces its numbers)")
     p.add_argument("--json", default=None, help="also write the result to this JSON file")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -386,6 +420,9 @@ def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = No
     parser = build_evaluate_parser(prog)
     prog = parser.prog
     args = parser.parse_args(argv)
+    quick = main_job_config() if args.quick else CondenseConfig()
+    args.eval_models = quick.eval_models if args.eval_models is None else args.eval_models
+    args.eval_epochs = quick.eval_epochs if args.eval_epochs is None else args.eval_epochs
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.device is not None:
         try:
@@ -394,6 +431,11 @@ def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = No
             print(f"{prog}: error: argument --device: {_strip_prefix(e)}", file=sys.stderr)
             return 2
     try:
+        if args.png is not None:
+            syn = load_synthetic(args.synthetic)
+            save_png(args.png, syn["images"], syn["labels"], INFO[syn["dataset"]])
+            print(f"{args.png}: {syn['images'].shape[0]} {syn['dataset']} images, one row per class")
+            return 0
         result, line = _evaluate_command(args)
         print(line)
         if args.json:
@@ -450,9 +492,6 @@ def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
         data_path = None if syn.get("data_source") == "embedded" else syn.get("data_path")
     device = args.device or default_device()
     test = load_tensors(dataset, data_path, "test", device)
-    logging.getLogger("dsa_fast.condense").info(
-        "evaluating %s on %s", args.synthetic,
-        "the embedded MNIST subset" if data_path is None else f"{dataset} files under {data_path}")
     model = args.model or syn.get("model", "ConvNet")
     if args.models is not None:
         if args.model is not None:
@@ -467,11 +506,17 @@ def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
     kw = dict(n_models=args.eval_models, seed=seed, model=model, epochs=args.eval_epochs, lr=args.lr_net,
               batch_train=args.batch_train, strategy=strategy, param=ParamDiffAug(), mode=args.eval_mode)
 
+    plan = _plan_line(args, syn, test, [model] if args.models is None else models, data_path)
+
     def evaluate(images, labels, what: str, **override) -> List[float]:
         passes = args.eval_epochs + 1
         with Progress(args.eval_models * passes, desc=f"{what}: training pass", unit="pass", log_every=passes,
                       bar=args.progress) as bar:
-            return evaluate_set(images, labels, test, on_pass=bar.update, **{**kw, **override})
+            def on_pass(m: int) -> None:
+                plan.step(m)
+                bar.update(m, quiet=not plan.said)  # the plan line comes first
+
+            return evaluate_set(images, labels, test, on_pass=on_pass, **{**kw, **override})
 
     if args.models is not None:
         return _cross_architecture(syn, test, models, kw, device, args, dataset, data_path, seed, evaluate)
@@ -492,6 +537,24 @@ def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
         if baccs:
             line += f"; random real baseline {100 * bm:.2f} ± {100 * bs:.2f} %"
     return result, line
+
+
+def _plan_line(args: argparse.Namespace, syn: Dict[str, Any], test, models: List[str],
+               data_path: Optional[str]) -> PlanLine:
+    """The evaluate command's first line, said after the first training pass: what it trains and
+    tests, and the time all of it (and --quick) will take at that pass's speed."""
+    passes, sets = args.eval_epochs + 1, 2 if args.baseline else 1
+    total = len(models) * sets * args.eval_models * passes
+    q = main_job_config()
+    quick = None if args.quick or not total else ("--quick", total * q.eval_models * (q.eval_epochs + 1)
+                                                  // (args.eval_models * passes))
+    source = "the embedded MNIST subset" if data_path is None else f"{syn['dataset']} files under {data_path}"
+    nets = plural(args.eval_models, f"{models[0]} network") if len(models) == 1 else \
+        f"{plural(args.eval_models, 'network')} of each of {', '.join(models)}"
+    plan = (f"evaluating {args.synthetic} ({syn['images'].shape[0]} images): {nets} x "
+            f"{plural(passes, 'training pass')}{', on the set and on as many random real images' if args.baseline else ''}"
+            f" ({total} passes in all), each network then tested on {test.images.shape[0]} images of {source}")
+    return PlanLine(plan, total, "training pass", quick)
 
 
 def _cross_architecture(syn, test, models, kw, device, args, dataset, data_path, seed, evaluate) -> Tuple[dict, str]:

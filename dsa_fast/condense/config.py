@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from .rng import check_run_seed
+
 DATASETS: Tuple[str, ...] = ("MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR100")
 INITS: Tuple[str, ...] = ("noise", "real")
 DIS_METRICS: Tuple[str, ...] = ("ours", "mse", "cos")
@@ -244,6 +246,7 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
     for name in ("iterations", "eval_every", "eval_models"):
         if getattr(c, name) < 0:
             raise ValueError(f"dsa_fast.condense: {name} must be >= 0, got {getattr(c, name)}")
+    check_run_seed(c.seed)
     if (c.outer_loop is None) != (c.inner_loop is None):
         raise ValueError("dsa_fast.condense: give both outer_loop and inner_loop, or neither")
     if c.method == "dm":  # one image step per iteration: no loops

@@ -52,6 +52,21 @@ INFO: Dict[str, DatasetInfo] = {
     "CIFAR100": DatasetInfo("CIFAR100", 3, (32, 32), 100, (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 
+# What each label means, for people (the picture of a set). Not listed: the label is the name (MNIST,
+# SVHN: digits) or there are too many to spell out on a row (CIFAR-100: the index alone).
+CLASS_NAMES: Dict[str, Tuple[str, ...]] = {
+    "FashionMNIST": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                     "Ankle boot"),
+    "CIFAR10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+
+
+def class_label(dataset: str, k: int) -> str:
+    """How a picture names class ``k``: its index, and its name where the index is not the name."""
+    names = CLASS_NAMES.get(dataset)
+    return f"{k} {names[k]}" if names else str(k)
+
+
 # md5 of each original file, by path relative to the data root (torchvision's values).
 ORIGINAL_MD5: Dict[str, Dict[str, str]] = {
     "MNIST": {

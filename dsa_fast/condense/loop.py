@@ -21,10 +21,10 @@ Several processes (torchrun; ``distributed.py``, docs/distributed.md): the hooks
 ``[distributed]`` divide the evaluation networks, leave the run folder to rank 0, and hand rank 0's
 checkpoint to every process on resume; every process holds the whole run state.
 
-Interruption (Ctrl-C, or SIGTERM where the command maps it to KeyboardInterrupt): after every
+Interruption (Ctrl-C, or SIGTERM/SIGHUP where the command maps them to KeyboardInterrupt): after every
 complete iteration the run keeps a copy of its state on the device (``_Run.snapshot``, no host sync);
 a KeyboardInterrupt anywhere in the loop or the final evaluation writes that copy as the checkpoint
-(with further SIGINT/SIGTERM held off until the file is complete) and raises ``RunInterrupted``.
+(with further ``STOP_SIGNALS`` held off until the file is complete) and raises ``RunInterrupted``.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from .. import KEY_MASK, ParamDiffAug, __version__, unseeded_counter
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, CheckpointError, config_mismatch, load_checkpoint, \
     rng_state, save_checkpoint, set_rng_state
 from .config import SAVED_BEFORE, CondenseConfig, resolve, save_config
+from .cpu import threads_note
 from .data import load_tensors
 from . import distributed
 from .distributed import ProcessGroupError, Processes
@@ -93,9 +94,14 @@ def loss_note(loss: float, first: int, last: int) -> str:
     return f"mean matching loss over iterations {first}-{last}: {loss:.4f}"
 
 
+# The signals that stop a run with a checkpoint: Ctrl-C, a kill or a launcher's stop, and the closing
+# of the terminal the command runs in (SIGHUP; not on Windows).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
 def _signals_held(out: str):
-    """SIGINT and SIGTERM are only noted (not raised) inside the block, so a second Ctrl-C cannot
+    """``STOP_SIGNALS`` are only noted (not raised) inside the block, so a second Ctrl-C cannot
     stop the checkpoint write half-way. Python runs signal handlers in the main thread only; in
     another thread there is nothing to hold."""
     if threading.current_thread() is not threading.main_thread():
@@ -103,9 +109,12 @@ def _signals_held(out: str):
         return
 
     def note(signum, frame):
-        sys.stderr.write(f"dsa_fast.condense: still writing the checkpoint of {out}; one moment\n")
+        try:
+            sys.stderr.write(f"dsa_fast.condense: still writing the checkpoint of {out}; one moment\n")
+        except OSError:  # the terminal is gone (SIGHUP): the write must still go on
+            pass
 
-    held = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    held = {s: signal.signal(s, note) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -270,8 +279,7 @@ class _Run:
                      data_source="embedded" if self.cfg.data_path is None else "files",
                      data_path=self.cfg.data_path, seed=self.cfg.seed)
         save_synthetic(os.path.join(self.out, SYNTHETIC), self.image_syn, self.label_syn, self.info, **extra)
-        save_png(os.path.join(self.out, SYNTHETIC_PNG), self.image_syn, self.label_syn, self.info.mean,
-                 self.info.std, self.num_classes)
+        save_png(os.path.join(self.out, SYNTHETIC_PNG), self.image_syn, self.label_syn, self.info)
 
     def evaluate_images(self, images: Tensor, labels: Tensor, what: str) -> List[float]:
         """``evaluate_set`` with a progress report per network (a bar on a terminal)."""
@@ -448,7 +456,7 @@ def _condense(cfg: CondenseConfig, resume: bool, progress: Optional[bool], on_it
         if restored:
             run.restore(state, ckpt_path)
         run.last_complete = run.snapshot()  # before anything is reported: an interrupt from now on keeps it
-        on = "" if dist.size == 1 else f" on {dist.size} processes"
+        on = threads_note(cfg.device) + ("" if dist.size == 1 else f" on {dist.size} processes")
         if restored:
             logger.info("resuming %s at iteration %d of %d%s", out, run.iteration, cfg.iterations, on)
         else:

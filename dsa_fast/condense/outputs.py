@@ -6,12 +6,11 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .checkpoint import atomic_torch_save, atomic_write_bytes
-from .data import DatasetInfo, denormalize
+from .data import DatasetInfo, class_label, denormalize
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -39,28 +38,50 @@ def save_synthetic(path: str, images: Tensor, labels: Tensor, info: DatasetInfo,
     atomic_torch_save(obj, path)
 
 
-def image_grid(images: Tensor, labels: Tensor, mean, std, num_classes: int, pad: int = 2) -> np.ndarray:
-    """uint8 [rows*(H+pad)+pad, cols*(W+pad)+pad, C]: one row per class, de-normalised, clamped to
-    [0, 1]; padding is white."""
-    x = denormalize(images.detach().float().cpu(), mean, std).clamp_(0, 1)
+# A synthetic image is a few dozen pixels: the picture scales it up by a whole factor (nearest
+# neighbour, so every pixel stays a visible square) to about CELL_PIXELS on its longer side, within
+# MAX_PICTURE_WIDTH for sets of many images per class.
+CELL_PIXELS = 96
+MAX_PICTURE_WIDTH = 8192
+GAP = 4  # white pixels around every image
+
+
+def set_picture(images: Tensor, labels: Tensor, info: DatasetInfo):
+    """The set as a grid a person reads at a glance (a PIL image, 'L' or 'RGB'): one row per class,
+    named on the left (``data.class_label``), its images de-normalised, clamped to [0, 1] and scaled
+    up; white background."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    x = denormalize(images.detach().float().cpu(), info.mean, info.std).clamp_(0, 1)
     n, c, h, w = x.shape
-    rows = [x[labels.cpu() == k] for k in range(num_classes)]
+    rows = [x[labels.cpu() == k] for k in range(info.num_classes)]
     cols = max([r.shape[0] for r in rows] + [1])
-    grid = torch.ones(c, num_classes * (h + pad) + pad, cols * (w + pad) + pad)
-    for i, r in enumerate(rows):
-        for j in range(r.shape[0]):
-            top, left = pad + i * (h + pad), pad + j * (w + pad)
-            grid[:, top:top + h, left:left + w] = r[j]
-    return (grid.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy())
+    scale = max(1, min(CELL_PIXELS // max(h, w), MAX_PICTURE_WIDTH // (cols * (w + GAP))))
+    ch, cw = h * scale, w * scale
+    names = [class_label(info.name, k) for k in range(info.num_classes)]
+    font = ImageFont.load_default(size=max(10, min(ch // 3, 20)))
+    left = GAP + max(int(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(t, font=font)) for t in names) + 2 * GAP
+    mode, white, ink = ("L", 255, 0) if c == 1 else ("RGB", (255, 255, 255), (0, 0, 0))
+    picture = Image.new(mode, (left + cols * (cw + GAP), GAP + info.num_classes * (ch + GAP)), white)
+    draw = ImageDraw.Draw(picture)
+    for i, row in enumerate(rows):
+        top = GAP + i * (ch + GAP)
+        draw.text((GAP, top + ch // 2), names[i], fill=ink, font=font, anchor="lm")
+        for j in range(row.shape[0]):
+            pixels = row[j].mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+            tile = Image.fromarray(pixels[:, :, 0] if c == 1 else pixels).resize((cw, ch), Image.NEAREST)
+            picture.paste(tile, (left + j * (cw + GAP), top))
+    return picture
 
 
-def save_png(path: str, images: Tensor, labels: Tensor, mean, std, num_classes: int) -> None:
-    from PIL import Image
+def save_png(path: str, images: Tensor, labels: Tensor, info: DatasetInfo) -> None:
+    """``set_picture`` as a PNG, with the rows' names also in its ``rows`` text entry (one per line)."""
+    from PIL.PngImagePlugin import PngInfo
 
-    arr = image_grid(images, labels, mean, std, num_classes)
-    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)  # uint8: 'L' or 'RGB'
+    meta = PngInfo()
+    meta.add_text("rows", "\n".join(class_label(info.name, k) for k in range(info.num_classes)))
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    set_picture(images, labels, info).save(buf, format="PNG", pnginfo=meta)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -11,7 +11,7 @@ import logging
 import math
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 logger = logging.getLogger("dsa_fast.condense")
 
@@ -25,8 +25,8 @@ def format_seconds(s: float) -> str:
 
 
 def plural(n: int, word: str) -> str:
-    """``1 image``, ``2 images``."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    """``1 image``, ``2 images``, ``2 training passes``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('s') else 's'}"
 
 
 class Progress:
@@ -66,8 +66,9 @@ class Progress:
         after = self.done + n
         return after == self.total or after // self.log_every > self.done // self.log_every
 
-    def update(self, n: int = 1, note: Optional[str] = None) -> None:
-        report = self.due(n)
+    def update(self, n: int = 1, note: Optional[str] = None, quiet: bool = False) -> None:
+        """Count ``n`` more steps; ``quiet``: no log line for them (the bar still moves)."""
+        report = self.due(n) and not quiet
         self.done += n
         if self._bar is not None:
             if note is not None:
@@ -83,3 +84,33 @@ class Progress:
         parts = [f"{self.desc} {self.done}/{self.total}"] + ([note] if note else [])
         parts += [f"{rate:.2f} {self.unit}/s", f"ETA {format_seconds(eta)}"]
         return "  ".join(parts)
+
+
+class PlanLine:
+    """The first line of a long command: its planned work (``plan``, ``total`` steps) and how long
+    all of it takes at the speed of its second call of ``step`` (the first pays one-time costs:
+    allocations, set-up), or of its first when that one finished the work. ``quick``: (flag, steps)
+    of the command's quick setting, whose time the line also gives."""
+
+    def __init__(self, plan: str, total: int, unit: str, quick: Optional[Tuple[str, int]] = None,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.plan, self.total, self.unit, self.quick, self.clock = plan, total, unit, quick, clock
+        self.start: float = clock()
+        self.done, self.timed, self.said = 0, False, False
+
+    def step(self, n: int) -> None:
+        if self.said or n <= 0:
+            return
+        now = self.clock()
+        self.done += n
+        if not self.timed and self.done < self.total:
+            self.start, self.timed = now, True
+            return
+        self.said = True
+        per_step = (now - self.start) / n
+        line = (f"{self.plan}; {plural(n, self.unit)} took {now - self.start:.2f} s, so about "
+                f"{format_seconds(per_step * self.total)} in all")
+        if self.quick is not None:
+            flag, steps = self.quick
+            line += f" ({flag}: about {format_seconds(per_step * steps)})"
+        logger.info(line)

@@ -20,10 +20,21 @@ STREAM_BASELINE = 4  # choice of the random real images of the baseline
 STREAM_AUGMENT = 5  # rng='device': the base of the per-class DiffAugment keys (steps.class_keys)
 
 
+# A run's seed (--seed): a non-negative signed 64-bit integer, as config.json and a checkpoint keep it.
+RUN_SEED_MAX = 2**63 - 1
+RUN_SEEDS = "an integer in [0, 2**63 - 1]"
+
+
+def check_run_seed(seed: int) -> int:
+    """``seed`` if it is a run seed (``RUN_SEEDS``), else a ValueError that names the range."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= RUN_SEED_MAX:
+        raise ValueError(f"dsa_fast.condense: seed must be {RUN_SEEDS}, got {seed!r}")
+    return seed
+
+
 def derive_seed(seed: int, *tags: int) -> int:
     """A 63-bit seed for the stream ``tags`` of run ``seed`` (numpy SeedSequence mixing)."""
-    if seed < 0:
-        raise ValueError(f"dsa_fast.condense: seed must be >= 0, got {seed}")
+    check_run_seed(seed)
     state = np.random.SeedSequence([int(seed), *[int(t) for t in tags]]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 
