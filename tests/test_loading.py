@@ -1,7 +1,7 @@
 """Loading the extension: a copy of the package without its compiled ``_C`` (Python started inside
 a source clone after ``pip install .``) must say so once, plainly, with the fix; a pure-Python
 install (DSA_FAST_NO_EXT=1, or no build expected anywhere) stays silent. Importing it as a user's
-script does: from any folder after ``tools/dev.sh`` set-up, and from the folder that holds a clone
+script does after ``tools/dev.sh`` set-up: from any folder, and from the folder that holds a clone
 named ``dsa_fast``."""
 from __future__ import annotations
 
@@ -110,17 +110,23 @@ def _user_script(folder: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+SET_UP_VENV = pytest.mark.skipif(
+    not (Path(sys.prefix) / ".dsa_fast-stamp").is_file(),
+    reason="checks the venv that tools/dev.sh set-up made (it has .dsa_fast-stamp); this one is not")
+
+
+@SET_UP_VENV
 def test_a_script_beside_a_clone_named_dsa_fast_imports_the_package(tmp_path):
     """``git clone`` names the clone dsa_fast; a script in the folder that holds it finds that root
-    folder first on sys.path. It must get the package inside, the clone's own build included."""
+    folder first on sys.path, as a namespace portion. The set-up's install is a path entry, so the
+    regular package found later wins: the package inside, the clone's own build included."""
     (tmp_path / "dsa_fast").symlink_to(ROOT, target_is_directory=True)
     out = _user_script(tmp_path)
     assert Path(out["file"]).resolve() == ROOT / "dsa_fast" / "__init__.py"
     assert out["has_ops"] == dsa_fast.has_ops() and out["shape"] == [2, 1, 8, 8]
 
 
-@pytest.mark.skipif(not (Path(sys.prefix) / ".dsa_fast-stamp").is_file(),
-                    reason="checks the venv that tools/dev.sh set-up made (it has .dsa_fast-stamp); this one is not")
+@SET_UP_VENV
 def test_setup_installs_this_clone_into_its_venv(tmp_path):
     url = json.loads(metadata.distribution("dsa_fast").read_text("direct_url.json") or "{}")
     assert url.get("dir_info", {}).get("editable") is True and url.get("url") == ROOT.as_uri(), url

@@ -33,19 +33,21 @@ setup() {
   install_editable
 }
 
-# The venv's dsa_fast is this clone: an editable install (metadata, the dsa-condense script, an
-# import hook to $root/dsa_fast). It builds nothing (DSA_FAST_NO_EXT=1): pip's editable build runs
-# in a temporary folder that ccache cannot reuse, and the extension built in place above is a file
-# of $root/dsa_fast, which the hook serves. Skipped when the venv already points here.
+# The venv's dsa_fast is this clone: an editable install in setuptools' compat mode, i.e. a .pth
+# line that puts $root on the venv's sys.path (plus the metadata and the dsa-condense script). A
+# path entry, not an import hook: a script run in the folder that holds a clone named dsa_fast
+# finds that root folder first, as a namespace portion, and Python still takes the regular package
+# found later on the path. It builds nothing (DSA_FAST_NO_EXT=1): pip's editable build runs in a
+# temporary folder that ccache cannot reuse, and the extension built in place above is a file of
+# $root/dsa_fast. Skipped when the venv already points here.
 install_editable() {
   if ! "$venv/bin/python" - "$root" 2>/dev/null <<'PY'; then
-import json, pathlib, sys
-from importlib import metadata
-url = json.loads(metadata.distribution("dsa_fast").read_text("direct_url.json") or "{}")
-sys.exit(url.get("dir_info", {}).get("editable") is not True or url.get("url") != pathlib.Path(sys.argv[1]).as_uri())
+import pathlib, sys, sysconfig
+site = pathlib.Path(sysconfig.get_paths()["purelib"])
+sys.exit(not any(p.read_text().strip() == sys.argv[1] for p in site.glob("__editable__.dsa_fast-*.pth")))
 PY
     (cd "$root" && DSA_FAST_NO_EXT=1 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-      --no-build-isolation --no-deps -e . 2> >(grep -v "is ignored" >&2))
+      --no-build-isolation --no-deps --config-settings editable_mode=compat -e . 2> >(grep -v "is ignored" >&2))
   fi
 }
 
