@@ -65,6 +65,7 @@ class _Stream:
 
 
 _COUNTERS: Dict[torch.device, Tensor] = {}
+_START = 0  # where a device's counter starts when it is created (manual_seed sets it)
 
 
 def counter(device: torch.device) -> Tensor:
@@ -77,7 +78,7 @@ def counter(device: torch.device) -> Tensor:
                 f"dsa_fast: the first unseeded rng='device' call on {device} is inside a CUDA graph "
                 "capture; make one call (or dsa_fast.device_rng.counter(device)) before capturing"
             )
-        c = _COUNTERS[device] = torch.zeros((), dtype=torch.int64, device=device)
+        c = _COUNTERS[device] = torch.full((), _START, dtype=torch.int64, device=device)
     return c
 
 
@@ -99,9 +100,12 @@ def _unseeded_key(device: torch.device) -> Tensor:
 
 
 def manual_seed(seed: int) -> None:
-    """Reset the counters of unseeded ``rng='device'`` calls on every device (reproducible runs)."""
+    """Reset the counters of unseeded ``rng='device'`` calls on every device (reproducible runs),
+    those of devices with no unseeded call yet included."""
+    global _START
+    _START = int(seed)
     for counter in _COUNTERS.values():
-        counter.fill_(int(seed))
+        counter.fill_(_START)
 
 
 def draw_constants(p: ParamDiffAug) -> Dict[str, float]:

@@ -139,7 +139,6 @@ def test_same_bits_at_one_and_two_threads(rng, aug_mode, seed, layout):
             torch.set_num_threads(threads)
             assert torch.get_num_threads() == threads
             torch.manual_seed(3)  # per-sample compat draws: the same generator state for both calls
-            device_rng.counter(x0.device)  # manual_seed resets the counters that exist
             device_rng.manual_seed(3)  # per-sample device draws: the same counter for both calls
             x = x0.clone().requires_grad_()
             y = DiffAugment(x, FULL_STRATEGY, seed=seed, param=ParamDiffAug(aug_mode=aug_mode, rng=rng),

@@ -8,6 +8,9 @@ from __future__ import annotations
 import math
 import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +21,8 @@ from dsa_fast.fused import FLAGS, pack_omega
 from dsa_fast.ops_table import ALL_OPS, OMEGA_WIDTH
 
 from conftest import DEVICES, FULL_STRATEGY, TOKENS, needs_cuda
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NO_EXT = os.environ.get("DSA_FAST_NO_EXT") == "1"
 pytestmark = pytest.mark.skipif(NO_EXT, reason="DSA_FAST_NO_EXT=1: the fused backend is disabled on purpose")
@@ -313,6 +318,23 @@ def test_device_rng_siamese_and_fresh(device):
     o2 = sample_params("rotate", x, seed=-1, param=param)
     assert o1.batch_size == 12 and not torch.equal(o1.steps[0].params["angle"], o2.steps[0].params["angle"])
     assert o1.steps[0].params["angle"].unique().numel() == 12
+
+
+def test_device_rng_manual_seed_before_the_first_unseeded_call():
+    """``device_rng.manual_seed`` also sets where a counter starts that no call has created yet: in a
+    fresh interpreter, seeding before the first unseeded call and seeding again later replay the
+    same draws."""
+    script = (
+        "import torch; from dsa_fast import ParamDiffAug, sample_params, device_rng\n"
+        "x = torch.zeros(6, 3, 8, 8); p = ParamDiffAug(rng='device', aug_mode='M')\n"
+        "draw = lambda: sample_params('rotate', x, seed=-1, param=p).steps[0].params['angle']\n"
+        "device_rng.manual_seed(5); a = draw(); draw()\n"
+        "device_rng.manual_seed(5); b = draw()\n"
+        "print(torch.equal(a, b))\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "True"
 
 
 def _ks_uniform(values: torch.Tensor, lo: float, hi: float) -> float:
