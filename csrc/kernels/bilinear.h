@@ -148,10 +148,17 @@ DSA_HOST_DEVICE DSA_INLINE void resample_pixel(const Src& src, const Dst& dst, c
   const int H = A.H, W = A.W;
   const bool x0in = p.col_in(0, W), x1in = p.col_in(1, W);
   const bool y0in = p.row_in(0, H), y1in = p.row_in(1, H);
+  const auto out = dst.pixel(i, j);
+  // +0 for a finite position, NaN for one that is not (its weights are then NaN or infinite).
+  const acc_t start = (p.wx1 - p.wx1) + (p.wy1 - p.wy1);
+  if (!((x0in || x1in) && (y0in || y1in))) {
+    // No tap inside: nothing to read (the corner's offset, far outside, could overflow).
+    for (int c = 0; c < C; ++c) dst.store(out, c, start);
+    return;
+  }
   const acc_t w00 = p.weight(0, 0), w01 = p.weight(0, 1), w10 = p.weight(1, 0), w11 = p.weight(1, 1);
   const auto o00 = src.pixel(p.y0, p.x0);
   const auto o01 = o00 + src.step_j(), o10 = o00 + src.step_i(), o11 = o10 + src.step_j();
-  const auto out = dst.pixel(i, j);
   if (x0in && x1in && y0in && y1in) {  // the common case: no per-tap checks
     for (int c = 0; c < C; ++c) {
       dst.store(out, c, src.load(o00, c) * w00 + src.load(o01, c) * w01 + src.load(o10, c) * w10 +
@@ -159,10 +166,8 @@ DSA_HOST_DEVICE DSA_INLINE void resample_pixel(const Src& src, const Dst& dst, c
     }
     return;
   }
-  // 0 for a finite position, NaN for one that is not (its weights are then NaN or infinite).
-  const acc_t start = (p.wx1 + p.wy1) * acc_t(0);
   for (int c = 0; c < C; ++c) {
-    acc_t v = start;
+    acc_t v = 0;
     if (y0in && x0in) v += src.load(o00, c) * w00;
     if (y0in && x1in) v += src.load(o01, c) * w01;
     if (y1in && x0in) v += src.load(o10, c) * w10;
