@@ -21,9 +21,9 @@ What it catches, each mutation made by hand on a copy of the tree and the test r
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -76,6 +76,7 @@ def test_cuda_sim_kernels_equal_cpu_executor(simulators, sanitizer):
     assert build.returncode == 0, f"{' '.join(build.args)} failed:\n{build.stderr[-4000:]}"
     done = subprocess.run([str(exe)], capture_output=True, text=True, env=dict(os.environ, **ENV[sanitizer]),
                           timeout=600)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-6000:]}"
-    assert "0 failures" in done.stdout, done.stdout
-    print(done.stdout, file=sys.stderr)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[:6000]}"
+    # Every check ran (288 at this writing: the matrix of cuda_sim_test.cpp) and none failed.
+    m = re.search(r"cuda sim: (\d+) checks, (\d+) launches, 0 failures", done.stdout)
+    assert m and int(m.group(1)) >= 280, done.stdout
