@@ -293,7 +293,7 @@ void check_nan_rule() {
 template <typename scalar_t>
 void check_draw(int64_t B, int families, int64_t key_source) {
   rng::DrawPlan p{};
-  for (int bit = 0; bit < rng::kNumOps; ++bit) {
+  for (int bit = 0; bit < kNumOps; ++bit) {
     p.v[rng::kPlanDraw + bit] = 2 * bit + 3;
     p.v[rng::kPlanGroup + bit] = families > 0 ? bit % families : 0;
   }
