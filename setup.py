@@ -5,10 +5,14 @@
   when DSA_FAST_FORCE_CUDA=1 (then a missing toolkit is an error).
 - DSA_FAST_NO_EXT=1: a pure-Python install (everything runs on the reference path).
 - DSA_FAST_PTXAS_VERBOSE=1: nvcc -Xptxas -v (each kernel's registers and spills in the build log).
+- TORCH_CUDA_ARCH_LIST: the GPU architectures to build for. Unset, torch takes those of the visible
+  GPUs; with no GPU visible (a login node, a container build) this script sets the architectures the
+  installed torch itself was built for, with PTX for the newest (default_cuda_arch_list).
 Install with `pip install --no-build-isolation .` so the extension builds against YOUR torch.
 """
 import glob
 import os
+import re
 import sys
 
 from setuptools import setup
@@ -18,6 +22,27 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def _flag(name):
     return os.environ.get(name, "") == "1"
+
+
+FALLBACK_CUDA_ARCH = "9.0"
+
+
+def default_cuda_arch_list(torch_arch_list):
+    """TORCH_CUDA_ARCH_LIST for a build that sees no GPU: the architectures of `torch_arch_list`
+    (torch.cuda.get_arch_list() of the installed torch, e.g. ['sm_80', 'sm_86', 'sm_90']), as
+    '8.0;8.6;9.0+PTX': machine code for each, PTX for the newest so that newer GPUs JIT-compile it.
+    Suffixed targets (sm_90a) count as their base architecture; compute_* entries are PTX only and
+    are skipped. An empty list gives FALLBACK_CUDA_ARCH."""
+    archs = set()
+    for name in torch_arch_list:
+        m = re.fullmatch(r"sm_(\d+)(\d)[a-z]?", name)
+        if m:
+            archs.add((int(m.group(1)), int(m.group(2))))
+    if not archs:
+        return FALLBACK_CUDA_ARCH
+    names = [f"{major}.{minor}" for major, minor in sorted(archs)]
+    names[-1] += "+PTX"
+    return ";".join(names)
 
 
 def _extensions():
@@ -60,7 +85,11 @@ def _extensions():
         site = os.path.dirname(os.path.dirname(torch.__file__))
         include_dirs += sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
+            # NB: unset with no GPU, torch's own choice fails (it reads the visible GPUs' capability).
+            archs = default_cuda_arch_list(torch.cuda.get_arch_list())
+            print(f"dsa_fast setup: no GPU visible and TORCH_CUDA_ARCH_LIST unset: building for the "
+                  f"architectures torch {torch.__version__} was built for: {archs}")
+            os.environ["TORCH_CUDA_ARCH_LIST"] = archs
     print(
         "dsa_fast setup: torch {} (CUDA {}), extension dsa_fast._C with {} C++ sources{}; "
         "CUDA_HOME={}, TORCH_CUDA_ARCH_LIST={}, MAX_JOBS={}".format(
@@ -87,5 +116,6 @@ def _extensions():
     return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 
 
-ext_modules, cmdclass = _extensions()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+if __name__ == "__main__":  # as pip and `python setup.py` run it; tests import the functions above
+    ext_modules, cmdclass = _extensions()
+    setup(ext_modules=ext_modules, cmdclass=cmdclass)

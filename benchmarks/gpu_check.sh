@@ -20,10 +20,14 @@
 set -uo pipefail
 
 STAGES="env build check tests-cuda bench-main bench-rest loop-time report"
-# Seconds per stage; they sum to the default budget. The build is the cold CUDA build for the
-# visible GPU's architecture (1-2 minutes on 16 cores). loop-time runs its settings in order
-# (--compile off at ipc 1, 10, 50, then on) and skips those that would start after its budget.
-declare -A CAP=([env]=10 [build]=140 [check]=25 [tests-cuda]=150 [bench-main]=40 [bench-rest]=35 [loop-time]=40
+# Seconds per stage; they sum to the default budget. env: a cold start of CUDA on a fresh machine
+# (torch import, the context, cuDNN) takes tens of seconds. build: the cold CUDA build for the
+# visible GPU's architecture, 8 translation units that ninja compiles side by side, so about the
+# slowest of them plus the link; never yet measured on the GPU machine, so the budget is generous
+# (a build that ends early hands its time to the stages after it). loop-time runs its
+# settings in order (--compile off at ipc 1, 10, 50, then on) and skips those that would start
+# after its budget.
+declare -A CAP=([env]=60 [build]=220 [check]=25 [tests-cuda]=75 [bench-main]=25 [bench-rest]=15 [loop-time]=20
   [report]=10)
 CRITICAL=" env build check "
 
@@ -128,8 +132,8 @@ fi
 
 describe() {  # what a stage runs, for the plan and the log
   case "$1" in
-    env) echo "nvidia-smi; torch, CUDA and GPU as $PY sees them; pytest-benchmark; nvcc --version" ;;
-    build) echo "$PY setup.py -q build_ext --inplace --build-temp build/gpu (CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}, every core)" ;;
+    env) echo "nvidia-smi; torch, CUDA and GPU as $PY sees them; pytest-benchmark; nvcc (CUDA_HOME, /usr/local/cuda or PATH) and its version against torch's" ;;
+    build) echo "nvcc version check, then $PY setup.py -q build_ext --inplace --build-temp build/gpu (CUDA_HOME=${CUDA_HOME:-the nvcc found}, every core)" ;;
     check) echo "$PY tools/check_cuda_build.py (has_ops and CPU + CUDA kernels, else STOP); fused vs reference on the GPU" ;;
     tests-cuda) echo "$PY -m pytest -q tests -m needs_cuda (every CUDA test once; data tests: ${DSA_FAST_DATA:-skipped, no --data})" ;;
     bench-main) echo "pytest benchmarks/test_bench_augment.py on ${DSA_GPU_CHECK_BENCH_DEVICES:-cuda}, 256x3x32x32 -> bench-main.json" ;;
@@ -160,7 +164,47 @@ LOG="$OUT_DIR/gpu_check.log"
 export ROOT OUT_DIR PY REFERENCE
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+
+# The CUDA toolkit: CUDA_HOME when it holds nvcc, else /usr/local/cuda, else the nvcc on PATH (its
+# real location's parent folder, as torch's cpp_extension finds it). Empty when there is none.
+find_cuda_home() {
+  local nvcc
+  if [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then echo "$CUDA_HOME"; return 0; fi
+  if [ -x /usr/local/cuda/bin/nvcc ]; then echo /usr/local/cuda; return 0; fi
+  nvcc=$(command -v nvcc 2>/dev/null) || return 1
+  nvcc=$(readlink -f "$nvcc")
+  dirname "$(dirname "$nvcc")"
+}
+if [ -n "${CUDA_HOME:-}" ] && [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
+  echo "gpu_check: CUDA_HOME=$CUDA_HOME has no bin/nvcc; looking in /usr/local/cuda and on PATH"
+fi
+CUDA_HOME=$(find_cuda_home || true)
+export CUDA_HOME
+
+# nvcc's CUDA major version must be torch's (torch.utils.cpp_extension refuses another major
+# version at the first compile): one clear line and a failure before anything is compiled.
+check_nvcc() {
+  local nvcc_release torch_cuda
+  if [ -z "$CUDA_HOME" ]; then
+    echo "FAIL: no nvcc: not in \$CUDA_HOME/bin, /usr/local/cuda/bin, nor on PATH; install the CUDA toolkit or set CUDA_HOME"
+    return 1
+  fi
+  nvcc_release=$("$CUDA_HOME/bin/nvcc" --version | sed -n 's/.*release \([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p' | head -n 1)
+  torch_cuda=$("$PY" -c "import torch; print(torch.version.cuda or '')") || return 1
+  echo "nvcc: $CUDA_HOME/bin/nvcc, CUDA ${nvcc_release:-unknown}; torch built with CUDA ${torch_cuda:-none}"
+  if [ -z "$torch_cuda" ]; then
+    echo "FAIL: $PY's torch is not a CUDA build"
+    return 1
+  fi
+  if [ -z "$nvcc_release" ]; then
+    echo "FAIL: could not read a release number from $CUDA_HOME/bin/nvcc --version"
+    return 1
+  fi
+  if [ "${nvcc_release%%.*}" != "${torch_cuda%%.*}" ]; then
+    echo "FAIL: nvcc is CUDA $nvcc_release but torch was built with CUDA $torch_cuda: the major versions must match (set CUDA_HOME to a CUDA ${torch_cuda%%.*}.x toolkit)"
+    return 1
+  fi
+}
 
 # pytest-benchmark settings of the GPU run: warm-up calls, then rounds of one synchronised call
 # until max-time (at least min-rounds); the report reads the median.
@@ -193,13 +237,14 @@ except ImportError as e:
     print("missing:", e)
     raise SystemExit(1)
 EOF
-  if [ -x "$CUDA_HOME/bin/nvcc" ]; then "$CUDA_HOME/bin/nvcc" --version | tail -n 2; else echo "no nvcc at $CUDA_HOME/bin/nvcc"; rc=1; fi
+  check_nvcc || rc=1
   return $rc
 }
 
 stage_build() {
   # MAX_JOBS unset: ninja uses every core. Built in place against this machine's torch.
   unset MAX_JOBS
+  check_nvcc || return 1
   echo "CUDA_HOME=$CUDA_HOME TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-(from the visible GPU)}"
   "$PY" setup.py -q build_ext --inplace --build-temp build/gpu || return 1
   ls -l dsa_fast/_C*.so
@@ -315,7 +360,7 @@ stage_report() {
   return $rc
 }
 
-export -f stage_env stage_build stage_check stage_tests_cuda run_bench stage_bench_main stage_bench_rest stage_loop_time \
+export -f check_nvcc stage_env stage_build stage_check stage_tests_cuda run_bench stage_bench_main stage_bench_rest stage_loop_time \
   stage_report
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -202,6 +203,7 @@ def test_gpu_check_plan_and_time_budgets(tmp_path):
     assert stages == ["env", "build", "check", "tests-cuda", "bench-main", "bench-rest", "loop-time", "report"]
     budgets = [int(r[1].rstrip("s")) for r in rows]
     assert sum(budgets) <= 450  # the whole script under 8 minutes with margin
+    assert budgets[0] >= 60  # env: a cold CUDA start on a fresh machine takes tens of seconds
     # The CUDA tests run once, in one stage, from the repository (no material from outside it).
     assert run.stdout.count("pytest -q tests") == 1 and "-m needs_cuda" in run.stdout
     assert "official_h200.json" in run.stdout
@@ -209,9 +211,36 @@ def test_gpu_check_plan_and_time_budgets(tmp_path):
     run = subprocess.run(["bash", str(GPU_CHECK), "--dry-run", "--only", "build,report", "--budget", "150"],
                          capture_output=True, text=True, timeout=60)
     plan = {r.split()[0]: r.split()[1] for r in run.stdout.splitlines() if r.startswith("  ")}
-    assert plan["build"] == "140s" and plan["report"] == "10s" and plan["env"] == "skip"
+    assert plan["build"] == "143s" and plan["report"] == "6s" and plan["env"] == "skip"
     # A stage that gets no time is reported as not run for time: exit 3, not 0.
     out = tmp_path / "out"
     run = subprocess.run(["bash", str(GPU_CHECK), "--out", str(out), "--python", sys.executable, "--only", "report",
                           "--budget", "3"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 3 and "NOT RUN (no time left" in run.stdout and "INCOMPLETE" in run.stdout
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+@pytest.mark.parametrize("nvcc_release, ok", [("12.4", False), ("13.0", True)])
+def test_gpu_check_nvcc_version_against_torch(tmp_path, nvcc_release, ok):
+    """An nvcc of another CUDA major version than torch's stops the build stage with one clear line
+    before anything is compiled. A stand-in toolkit (CUDA_HOME) and Python (torch.version.cuda 13.0)."""
+    toolkit = tmp_path / "cuda" / "bin"
+    toolkit.mkdir(parents=True)
+    (toolkit / "nvcc").write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {nvcc_release}, V{nvcc_release}.1'\n")
+    fake_py = tmp_path / "python"
+    # torch.version.cuda for the check; any other command (the build) leaves a mark and fails.
+    fake_py.write_text(f"#!/bin/sh\ncase \"$*\" in *torch.version.cuda*) echo 13.0 ;; *) touch {tmp_path}/built; exit 1 ;; esac\n")
+    for f in (toolkit / "nvcc", fake_py):
+        f.chmod(0o755)
+    out = tmp_path / "out"
+    run = subprocess.run(["bash", str(GPU_CHECK), "--out", str(out), "--python", str(fake_py), "--only", "build"],
+                         capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, CUDA_HOME=str(tmp_path / "cuda")))
+    log = (out / "gpu_check.log").read_text()
+    assert run.returncode == 1, run.stdout
+    assert f"CUDA {nvcc_release}; torch built with CUDA 13.0" in log
+    mismatch = "FAIL: nvcc is CUDA 12.4 but torch was built with CUDA 13.0"
+    if ok:
+        assert mismatch not in log and (tmp_path / "built").exists()  # it went on to the build
+    else:
+        assert log.count(mismatch) == 1 and not (tmp_path / "built").exists()

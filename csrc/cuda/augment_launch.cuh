@@ -1,9 +1,8 @@
 #pragma once
-// CUDA kernels: one thread block per image, running the shared per-image program of
-// kernels/augment.h; the workspace (two [C, H, W] planes and the base table) lives in shared
-// memory, or in global memory for images too large for it. No atomics: results are bitwise
-// reproducible. Included by augment_cuda_fwd.cu and augment_cuda_bwd.cu, one direction each, so
-// that the two compile in parallel.
+// The ATen side of the augment kernels (augment_kernel.cuh): argument checks, device guard,
+// stream, output and workspace allocation, the dynamic shared memory opt-in and the launch check.
+// Included by augment_cuda_fwd.cu and augment_cuda_bwd.cu, one direction each, so that the two
+// compile in parallel.
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAException.h>
@@ -15,80 +14,12 @@
 
 #include "../common/checks.h"
 #include "../common/launch_plan.h"
-#include "../kernels/augment.h"
+#include "augment_kernel.cuh"
 
 namespace dsa_fast {
 namespace cuda_impl {
 
-constexpr int kThreads = 256;  // a power of two: the tree reduction below relies on it
-
-// One block per image: threads split the pixels, __syncthreads is the barrier, and sums reduce
-// through shared memory in a fixed tree order. Host versions exist only to satisfy the
-// __host__ __device__ templates; they are never called.
-struct CudaBlockExec {
-  DSA_HOST_DEVICE int begin() const {
-#ifdef __CUDA_ARCH__
-    return static_cast<int>(threadIdx.x);
-#else
-    return 0;
-#endif
-  }
-  DSA_HOST_DEVICE int stride() const {
-#ifdef __CUDA_ARCH__
-    return static_cast<int>(blockDim.x);
-#else
-    return 1;
-#endif
-  }
-  DSA_HOST_DEVICE void sync() const {
-#ifdef __CUDA_ARCH__
-    __syncthreads();
-#endif
-  }
-  template <typename T>
-  DSA_HOST_DEVICE T sum(T v, T* scratch) const {
-#ifdef __CUDA_ARCH__
-    const int t = threadIdx.x;
-    scratch[t] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-      if (t < s) scratch[t] += scratch[t + s];
-      __syncthreads();
-    }
-    const T total = scratch[0];
-    __syncthreads();  // scratch is reused by the next sum
-    return total;
-#else
-    return v;
-#endif
-  }
-};
-
-template <typename scalar_t, typename acc_t, bool kBackward>
-__global__ void __launch_bounds__(kThreads)
-    augment_kernel(const scalar_t* __restrict__ in, int64_t is0, int64_t is1, int64_t is2, int64_t is3,
-                   scalar_t* __restrict__ out, int64_t os0, int64_t os1, int64_t os2, int64_t os3,
-                   const double* __restrict__ omega, int64_t N, int64_t B, ImageGeometry<acc_t> g,
-                   acc_t* global_ws) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  acc_t* scratch = reinterpret_cast<acc_t*>(smem);
-  const int64_t ws_size = workspace_size(g.C, g.H, g.W);
-  acc_t* ws = global_ws != nullptr ? global_ws + blockIdx.x * ws_size : scratch + blockDim.x;
-  CudaBlockExec ex;
-  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    const Omega<acc_t> o = Omega<acc_t>::load(omega + (B == 1 ? 0 : n) * kOmegaWidth);
-    const View<const scalar_t, acc_t> src{in + n * is0, is1, is2, is3};
-    const View<scalar_t, acc_t> dst{out + n * os0, os1, os2, os3};
-    if (kBackward) {
-      augment_backward_image(ex, src, dst, g, o, ws, scratch);
-    } else {
-      augment_image(ex, src, dst, g, o, ws, scratch);
-    }
-    __syncthreads();  // the workspace is reused by this block's next image
-  }
-}
-
-// The limits plan_launch needs, read once per device.
+// The limits the launch plans need, read once per device.
 inline DeviceLimits device_limits(int device) {
   static std::mutex mutex;
   static std::vector<DeviceLimits> cache;
@@ -99,10 +30,11 @@ inline DeviceLimits device_limits(int device) {
     known.resize(device + 1, false);
   }
   if (!known[device]) {
-    int smem_optin = 0, sms = 0;
+    int smem_default = 0, smem_optin = 0, sms = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_default, cudaDevAttrMaxSharedMemoryPerBlock, device));
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    cache[device] = DeviceLimits{smem_optin, sms};
+    cache[device] = DeviceLimits{smem_default, smem_optin, sms};
     known[device] = true;
   }
   return cache[device];
@@ -120,11 +52,13 @@ void allow_dynamic_smem(const void* kernel, int device, int64_t smem) {
   static std::mutex mutex;
   static std::vector<int64_t> allowed;  // per device: the largest size set so far
   const std::lock_guard<std::mutex> lock(mutex);
-  if (device >= static_cast<int>(allowed.size())) allowed.resize(device + 1, kDefaultSmemBytes);
+  if (device >= static_cast<int>(allowed.size())) allowed.resize(device + 1, 0);
   if (smem <= allowed[device]) return;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   allowed[device] = smem;
 }
+
+inline Strides4 strides_of(const at::Tensor& t) { return Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
 template <bool kBackward>
 at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, int64_t flags, bool align_corners) {
@@ -144,15 +78,13 @@ at::Tensor run(const char* op, const at::Tensor& in, const at::Tensor& omega, in
     // read, so the NaN fill of deterministic mode would be wasted work.
     at::DataPtr global_ws;
     if (!plan.shared_workspace) global_ws = c10::cuda::CUDACachingAllocator::get()->allocate(plan.global_bytes);
-    auto kernel = augment_kernel<scalar_t, acc_t, kBackward>;
     if (plan.needs_optin) {
-      allow_dynamic_smem<KernelKey<scalar_t, kBackward>>(reinterpret_cast<const void*>(kernel), device,
-                                                        plan.smem_bytes);
+      allow_dynamic_smem<KernelKey<scalar_t, kBackward>>(
+          reinterpret_cast<const void*>(augment_kernel<scalar_t, acc_t, kBackward>), device, plan.smem_bytes);
     }
-    kernel<<<static_cast<unsigned>(plan.grid), kThreads, plan.smem_bytes, c10::cuda::getCurrentCUDAStream()>>>(
-        in.const_data_ptr<scalar_t>(), in.stride(0), in.stride(1), in.stride(2), in.stride(3),
-        out.mutable_data_ptr<scalar_t>(), out.stride(0), out.stride(1), out.stride(2), out.stride(3),
-        om.const_data_ptr<double>(), N, B, g, plan.shared_workspace ? nullptr : static_cast<acc_t*>(global_ws.get()));
+    launch_augment<scalar_t, acc_t, kBackward>(plan, c10::cuda::getCurrentCUDAStream(), in.const_data_ptr<scalar_t>(),
+                                               strides_of(in), out.mutable_data_ptr<scalar_t>(), strides_of(out),
+                                               om.const_data_ptr<double>(), N, B, g, global_ws.get());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

@@ -49,17 +49,18 @@ struct Plane {
   DSA_HOST_DEVICE DSA_INLINE int64_t col_stride() const { return 1; }
 };
 
-// floor() without a libm call on the host (baseline x86-64 has no rounding instruction) and
-// without a branch; the argument is clamped to +-2^30 first so that the conversion is a 32-bit one,
-// which vectorises: beyond that every position lies outside any image (C H W < 2^30), where the
-// clamped value selects the same (absent) taps.
+// floor() of the argument clamped to +-2^30, a NaN taken as -2^30, so that the result always
+// converts to int (on every executor alike): beyond 2^30 every position lies outside any image
+// (C H W < 2^30), where the clamped value selects the same (absent) taps; a NaN position likewise
+// has no tap inside the image (docs/semantics.md §6). On the host without a libm call (baseline
+// x86-64 has no rounding instruction) and without a branch: a 32-bit conversion, which vectorises.
 template <typename T>
 DSA_HOST_DEVICE DSA_INLINE T floor_fast(T v) {
-#ifdef __CUDA_ARCH__
-  return ::floor(v);
-#else
   constexpr T kLimit = T(1 << 30);
-  const T c = v < -kLimit ? -kLimit : (v > kLimit ? kLimit : v);
+  const T c = v >= -kLimit ? (v > kLimit ? kLimit : v) : -kLimit;  // NB: NaN fails >=
+#ifdef __CUDA_ARCH__
+  return ::floor(c);
+#else
   const T t = static_cast<T>(static_cast<int>(c));
   return t - static_cast<T>(t > c);
 #endif
@@ -138,7 +139,8 @@ struct Affine {
 };
 
 // Resample every channel of src at output pixel (i, j) and store into dst. Taps outside the image
-// are skipped (not multiplied by 0), as grid_sample does with zero padding.
+// are skipped (not multiplied by 0), as grid_sample does with zero padding; a position that is not
+// finite (a NaN or infinite ω) has no tap inside the image and gives NaN (docs/semantics.md §6).
 template <typename acc_t, typename Src, typename Dst>
 DSA_HOST_DEVICE DSA_INLINE void resample_pixel(const Src& src, const Dst& dst, const Affine<acc_t>& A,
                                                int C, int i, int j) {
@@ -146,10 +148,17 @@ DSA_HOST_DEVICE DSA_INLINE void resample_pixel(const Src& src, const Dst& dst, c
   const int H = A.H, W = A.W;
   const bool x0in = p.col_in(0, W), x1in = p.col_in(1, W);
   const bool y0in = p.row_in(0, H), y1in = p.row_in(1, H);
+  const auto out = dst.pixel(i, j);
+  // +0 for a finite position, NaN for one that is not (its weights are then NaN or infinite).
+  const acc_t start = (p.wx1 - p.wx1) + (p.wy1 - p.wy1);
+  if (!((x0in || x1in) && (y0in || y1in))) {
+    // No tap inside: nothing to read (the corner's offset, far outside, could overflow).
+    for (int c = 0; c < C; ++c) dst.store(out, c, start);
+    return;
+  }
   const acc_t w00 = p.weight(0, 0), w01 = p.weight(0, 1), w10 = p.weight(1, 0), w11 = p.weight(1, 1);
   const auto o00 = src.pixel(p.y0, p.x0);
   const auto o01 = o00 + src.step_j(), o10 = o00 + src.step_i(), o11 = o10 + src.step_j();
-  const auto out = dst.pixel(i, j);
   if (x0in && x1in && y0in && y1in) {  // the common case: no per-tap checks
     for (int c = 0; c < C; ++c) {
       dst.store(out, c, src.load(o00, c) * w00 + src.load(o01, c) * w01 + src.load(o10, c) * w10 +

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../kernels/augment.h"
+#include "random_case.h"
 
 namespace dsa_fast {
 namespace {
@@ -56,31 +57,14 @@ struct Case {
 };
 
 Case random_case(std::mt19937& rng) {
-  auto uni = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
-  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  using testing::pick;
   Case k;
-  k.C = pick(1, 4);
-  k.H = pick(1, 3) == 1 ? 1 : pick(1, 13);
-  k.W = pick(1, 3) == 1 ? 1 : pick(1, 13);
-  k.flags = pick(0, kAllOps);
-  k.align_corners = pick(0, 1) == 1;
-  double* o = k.omega;
-  o[kSlotShift] = uni(-0.5, 0.5);
-  o[kSlotSat] = uni(0.0, 2.0);
-  o[kSlotCon] = uni(0.5, 1.5);
-  o[kSlotCropH] = pick(-k.H / 2, k.H / 2);
-  o[kSlotCropW] = pick(-k.W / 2, k.W / 2);
-  o[kSlotCutH] = pick(0, k.H);
-  o[kSlotCutW] = pick(0, k.W);
-  o[kSlotCutTop] = pick(-2, k.H);
-  o[kSlotCutLeft] = pick(-2, k.W);
-  o[kSlotFlip] = pick(0, 1);
-  o[kSlotScaleW] = uni(0.8, 1.2);
-  o[kSlotScaleH] = uni(0.8, 1.2);
-  const double a = uni(-0.27, 0.27);
-  o[kSlotCos] = std::cos(a);
-  o[kSlotSin] = std::sin(a);
-  o[kSlotActive] = pick(0, 3) == 0 ? pick(0, kAllOps) : kAllOps;
+  k.C = pick(rng, 1, 4);
+  k.H = pick(rng, 1, 3) == 1 ? 1 : pick(rng, 1, 13);
+  k.W = pick(rng, 1, 3) == 1 ? 1 : pick(rng, 1, 13);
+  k.flags = pick(rng, 0, kAllOps);
+  k.align_corners = pick(rng, 0, 1) == 1;
+  testing::random_omega_row(rng, k.H, k.W, k.omega);
   return k;
 }
 

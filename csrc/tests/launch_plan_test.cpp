@@ -1,5 +1,5 @@
-// plan_launch (common/launch_plan.h) with an H200's and an A100's limits, every dtype's
-// accumulator size, shapes up to 3 x 512 x 512. Run by tests/test_block_emulator.py.
+// plan_launch and plan_row_launch (common/launch_plan.h) with an H200's and an A100's limits, every
+// dtype's accumulator size, shapes up to 3 x 512 x 512. Run by tests/test_block_emulator.py.
 #include <cstdio>
 #include <initializer_list>
 
@@ -26,7 +26,7 @@ int main() {
     const char* name;
     DeviceLimits lim;
   };
-  const Dev devices[] = {{"H200", {227 * 1024, 132}}, {"A100", {163 * 1024, 108}}};
+  const Dev devices[] = {{"H200", {48 * 1024, 227 * 1024, 132}}, {"A100", {48 * 1024, 163 * 1024, 108}}};
   const int64_t threads = 256;
   int checked = 0;
   for (const Dev& d : devices) {
@@ -39,6 +39,7 @@ int main() {
             ++checked;
             const int64_t ws = (2 * C * H * W + H + W) * acc;
             expect(p.workspace_bytes == ws, "workspace bytes", d.name, acc, N, C, H, W);
+            expect(p.block == threads, "block = threads", d.name, acc, N, C, H, W);
             const bool fits = threads * acc + ws <= d.lim.smem_optin_bytes;
             expect(p.shared_workspace == fits, "shared iff it fits the opt-in limit", d.name, acc, N, C, H, W);
             expect(p.smem_bytes <= d.lim.smem_optin_bytes, "dynamic smem within the opt-in limit", d.name, acc, N, C, H, W);
@@ -86,6 +87,15 @@ int main() {
          512, 512);
   p = plan_launch(256, 3, 512, 512, 4, 256, devices[1].lim);
   expect(p.grid == 10, "3x512x512 float N=256", "A100", 4, 256, 3, 512, 512);
-  std::printf("launch plan: %d configurations checked, %d failures\n", checked + 8, failures);
+  // Table rows: one thread per row, at most 4 blocks per SM, no shared memory.
+  for (const int64_t rows : {1, 127, 128, 129, 5000, 100000}) {
+    p = plan_row_launch(rows, 128, devices[0].lim);
+    const int64_t want = (rows + 127) / 128 < 4 * 132 ? (rows + 127) / 128 : 4 * 132;
+    expect(p.grid == want && p.block == 128 && p.smem_bytes == 0 && !p.needs_optin && p.global_bytes == 0,
+           "row launch", "H200", 0, rows, 0, 0, 0);
+  }
+  p = plan_row_launch(600, 128, DeviceLimits{4096, 4096, 1});
+  expect(p.grid == 4, "row launch: 4 blocks on one SM", "tiny", 0, 600, 0, 0, 0);
+  std::printf("launch plan: %d configurations checked, %d failures\n", checked + 15, failures);
   return failures == 0 ? 0 : 1;
 }
