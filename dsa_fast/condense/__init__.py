@@ -12,6 +12,7 @@ from .dm import dm_loss
 from .evaluate import evaluate_set
 from .loop import RunDirError, RunInterrupted, RunResult, condense
 from .matching import gradient_distance, match_loss
+from .methods import Method, RunState, register_method
 from .networks import ConvNet, get_network
 from .checkpoint import CheckpointError
 
@@ -20,6 +21,9 @@ __all__ = [
     "main_job_config",
     "resolve",
     "condense",
+    "Method",
+    "RunState",
+    "register_method",
     "RunResult",
     "RunDirError",
     "RunInterrupted",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -30,81 +29,20 @@ import torch
 from .. import ParamDiffAug
 from .checkpoint import CheckpointError, atomic_write_bytes
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
-from .config import (COMPILE, DATASETS, DIS_METRICS, INITS, METHODS, PUBLISHED_STRATEGY, RNGS, CondenseConfig,
-                     check_device, default_device, default_out, load_config, main_job_config, resolve)
+from .config import (DEFAULT_METHOD, PUBLISHED_STRATEGY, CondenseConfig, all_settings, check_device, default_device,
+                     default_out, load_config, main_job_config, resolve)
 from .data import INFO, DatasetError, load_tensors
 from . import distributed
 from .distributed import ProcessGroupError
 from .evaluate import evaluate_set, mean_std, random_real_subset
-from .batched import MATCHINGS
 from .cpu import keep_freed_memory
 from .ensemble import MODES as EVAL_MODES
 from .loop import RunDirError, RunInterrupted, condense
 from .outputs import CONFIG, SUMMARY
 from .progress import Progress, plural
+from .methods import methods
 from .networks import check_model_name
-
-_HELP: Dict[str, str] = {
-    "method": "dsa: gradient matching with DSA; dc: gradient matching without augmentation; dm: distribution "
-              "matching (with DSA)",
-    "dataset": "dataset to condense",
-    "data_path": "root folder of the dataset files in torchvision's layout (e.g. <root>/MNIST/raw/*.gz); "
-                 "needed for every dataset but MNIST",
-    "ipc": "synthetic images per class",
-    "outer_loop": "outer loops per iteration",
-    "inner_loop": "network epochs per outer loop",
-    "iterations": "condensation iterations",
-    "init": "initial synthetic images: N(0,1) noise or random real images",
-    "strategy": "DSA strategy ('none': no augmentation)",
-    "dis_metric": "gradient distance",
-    "lr_img": "learning rate of the synthetic images (SGD, momentum 0.5)",
-    "lr_net": "learning rate of the network (matching and evaluation)",
-    "batch_real": "real images per class per outer loop",
-    "batch_train": "batch size for training networks on the synthetic set",
-    "model": "network: ConvNet, ConvNetW<k>, ConvNetD<k>, ConvNetAS/AR/AL, ConvNetNN/BN/LN/IN/GN, ConvNetNP/MP/AP, "
-             "MLP, LeNet, AlexNet, AlexNetBN, VGG11, VGG11BN, ResNet18, ResNet18BN, ResNet18BN_AP",
-    "eval_every": "evaluate before iterations 0, k, 2k, ... and after the last (0: after the last only)",
-    "eval_models": "networks trained per evaluation (0: no evaluation)",
-    "eval_epochs": "epochs per evaluation network (trains epochs+1 passes, as the official code)",
-    "eval_mode": "evaluation networks trained together as one grouped ensemble (auto: where the model allows; "
-                 "batch norm trains one by one) or one after another",
-    "matching": "gradient matching: the classes as grouped copies of the network, one pass for all (auto: for "
-                "the ConvNets without batch norm, off the CPU) or one class after another; equal up to float "
-                "rounding",
-    "device": "torch device: cpu, cuda, cuda:<n>, or mps where there is one",
-    "seed": "seed of every random stream of the run",
-    "rng": "how the iteration draws its augmentations: compat (the official per-class draws, made on the host) "
-           "or device (keys on the device, drawn inside the augmentation op; no host value per step)",
-    "compile": "run the outer step and the inner epoch under torch.compile (CUDA: with CUDA graphs; needs "
-               "--rng device, gradient matching, no batch norm)",
-    "out": "output folder",
-    "checkpoint_every": "write a checkpoint every this many iterations",
-    "log_every": "loss/ETA line (or progress bar update) every this many iterations",
-}
-_CHOICES = {"method": METHODS, "dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS, "eval_mode": EVAL_MODES,
-            "rng": RNGS, "compile": COMPILE, "matching": MATCHINGS}
-_TYPES = {"ipc": int, "outer_loop": int, "inner_loop": int, "iterations": int, "lr_img": float, "lr_net": float,
-          "batch_real": int, "batch_train": int, "eval_every": int, "eval_models": int, "eval_epochs": int,
-          "seed": int, "checkpoint_every": int, "log_every": int}
-
-
-# What a None default means, per setting.
-_DERIVED = {
-    "iterations": "1000 (dsa, dc), 20000 (dm)",
-    "lr_img": "0.1 (dsa, dc), 1.0 (dm)",
-    "data_path": "the embedded MNIST subset",
-    "outer_loop": "the published value for --ipc 1/10/20/30/40/50",
-    "inner_loop": "the published value for --ipc 1/10/20/30/40/50",
-    "strategy": "the published one for the dataset (dm: color_crop_cutout_flip_scale_rotate)",
-    "device": "cuda if available, else cpu",
-    "rng": "device on CUDA, compat on the CPU",
-    "out": "runs/<dataset>-ipc<ipc>-seed<seed>, made unique",
-}
-
-
-def _show(name: str, v: Any) -> str:
-    return _DERIVED[name] if v is None else str(v)
-
+from .settings import text
 
 def invoked_as(module_form: str) -> str:
     """The command's name as the user typed it: the console script's name (``dsa-condense``), or
@@ -114,31 +52,38 @@ def invoked_as(module_form: str) -> str:
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    """``prog``: how the command was invoked (None: ``invoked_as``)."""
-    published, job, dm_job = CondenseConfig(), main_job_config(), main_job_config(method="dm")
+    """``prog``: how the command was invoked (None: ``invoked_as``). One flag per setting
+    (``config.all_settings``: the shared ones and every method's own), with its help and defaults."""
+    published, job = CondenseConfig(), main_job_config()
+    jobs = {m.name: main_job_config(method=m.name) for m in methods() if m.name != DEFAULT_METHOD}
+    ipcs = "".join(f"; --method {m.name}: ipc {m.main_job['ipc']}" for m in methods() if "ipc" in m.main_job)
     p = argparse.ArgumentParser(
         prog=prog or invoked_as("python -m dsa_fast.condense"),
-        description="Dataset condensation by gradient matching with Differentiable Siamese Augmentation "
-                    "(Zhao & Bilen, ICML 2021), without it (--method dc), or by distribution matching (--method dm). "
+        description="Dataset condensation with Differentiable Siamese Augmentation (Zhao & Bilen, ICML 2021): "
+                    + ", ".join(f"{m.help} (--method {m.name})" for m in methods()) + ". "
                     "With neither --dataset nor --data-path: the embedded main job (a small MNIST subset shipped in "
-                    "the package, ipc 1, reduced counts; --method dm: ipc 10).",
+                    f"the package, ipc 1, reduced counts{ipcs}).",
         epilog="Defaults: the published settings (any run with --dataset or --data-path); 'main job': the preset used "
                "with neither, where it differs. Data: the files under --data-path; without it, the embedded MNIST "
                "subset. Ctrl-C or SIGTERM writes a checkpoint of the last complete iteration and prints the "
                "--resume command. Outputs and resume: docs/condense.md.",
     )
-    for f in dataclasses.fields(CondenseConfig):
-        a, b = getattr(published, f.name), getattr(job, f.name)
-        default = f"default: {_show(f.name, a)}" + ("" if a == b else f"; main job: {_show(f.name, b)}")
-        d = getattr(dm_job, f.name)
-        default += "" if d == b or f.name == "method" else f"; dm main job: {_show(f.name, d)}"
-        kw: Dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{_HELP[f.name]} ({default})"}
-        if f.name in _CHOICES:
-            kw["choices"] = _CHOICES[f.name]
-        if f.name in _TYPES:
-            kw["type"] = _TYPES[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        p.add_argument(flag, metavar=None if f.name in _CHOICES else f.name.upper(), **kw)
+    owners = {s.name: m.name for m in methods() for s in m.settings}
+    for s in all_settings().values():
+        a, b = getattr(published, s.name), getattr(job, s.name)
+        default = f"default: {s.show(a)}" + ("" if a == b else f"; main job: {s.show(b)}")
+        for name, other in jobs.items():
+            d = getattr(other, s.name)
+            default += "" if d == b or s.name == "method" else f"; {name} main job: {s.show(d)}"
+        if s.name in owners:
+            default = f"--method {owners[s.name]} only; {default}"
+        kw: Dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{text(s.help)} ({default})"}
+        choices = s.choice_list()
+        if choices is not None:
+            kw["choices"] = choices
+        if s.type is not None:
+            kw["type"] = s.type
+        p.add_argument(s.flag, metavar=None if choices is not None else s.name.upper(), **kw)
     p.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
                    help="continue the run in RUN_DIR from its last checkpoint, or from iteration 0 if it has none "
                         "yet (settings come from RUN_DIR/config.json; only --device, --compile and --progress may be "
@@ -169,7 +114,7 @@ def _unique_out(path: str) -> str:
 def config_from_args(given: Dict[str, Any]) -> CondenseConfig:
     """The run configuration for the flags actually given (others keep the preset's values)."""
     main_job = "dataset" not in given and "data_path" not in given
-    base = main_job_config(method=given.get("method", "dsa")) if main_job else CondenseConfig()
+    base = main_job_config(method=given.get("method", DEFAULT_METHOD)) if main_job else CondenseConfig()
     cfg = base.replace(**given)
     if "out" not in given:
         cfg = cfg.replace(out=_unique_out(default_out(resolve(cfg))))
