@@ -29,9 +29,9 @@ import torch
 from .. import ParamDiffAug
 from .checkpoint import CheckpointError, atomic_write_bytes
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
-from .config import (DEFAULT_METHOD, PUBLISHED_STRATEGY, CondenseConfig, all_settings, check_device, default_device,
-                     default_out, load_config, main_job_config, resolve)
-from .data import INFO, DatasetError, load_tensors
+from .config import (DEFAULT_METHOD, CondenseConfig, all_settings, check_device, default_device, default_out,
+                     load_config, main_job_config, resolve)
+from .data import DATASETS, DatasetError, load_tensors
 from . import distributed
 from .distributed import ProcessGroupError
 from .evaluate import evaluate_set, mean_std, random_real_subset
@@ -378,7 +378,7 @@ def load_synthetic(path: str) -> Dict[str, Any]:
     missing = [k for k in ("images", "labels", "dataset") if k not in syn]
     if missing:
         raise not_ours(f"no {', '.join(repr(k) for k in missing)} entries")
-    if syn["dataset"] not in INFO:
+    if syn["dataset"] not in DATASETS:
         raise not_ours(f"unknown dataset {syn['dataset']!r}")
     images, labels = syn["images"], syn["labels"]
     if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and images.dim() == 4
@@ -407,7 +407,7 @@ def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
             raise ValueError("--models needs at least one network")
         for m in models:
             check_model_name(m)
-    strategy = args.strategy if args.strategy is not None else syn.get("strategy", PUBLISHED_STRATEGY[dataset])
+    strategy = args.strategy if args.strategy is not None else syn.get("strategy", DATASETS[dataset].strategy)
     seed = args.seed if args.seed is not None else int(syn.get("seed", 0))
     kw = dict(n_models=args.eval_models, seed=seed, model=model, epochs=args.eval_epochs, lr=args.lr_net,
               batch_train=args.batch_train, strategy=strategy, param=ParamDiffAug(), mode=args.eval_mode)
@@ -429,7 +429,7 @@ def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
         if accs else "no models evaluated"
     if args.baseline:
         train = load_tensors(dataset, data_path, "train", device)
-        ipc = int(syn["images"].shape[0]) // INFO[dataset].num_classes
+        ipc = int(syn["images"].shape[0]) // DATASETS[dataset].info.num_classes
         bx, by = random_real_subset(train, ipc, seed)
         baccs = evaluate(bx, by, "random real baseline")
         bm, bs = mean_std(baccs)
@@ -448,7 +448,7 @@ def _cross_architecture(syn, test, models, kw, device, args, dataset, data_path,
     lines: List[str] = []
     if args.baseline:
         train = load_tensors(dataset, data_path, "train", device)
-        baseline = random_real_subset(train, int(syn["images"].shape[0]) // INFO[dataset].num_classes, seed)
+        baseline = random_real_subset(train, int(syn["images"].shape[0]) // DATASETS[dataset].info.num_classes, seed)
     for name in models:
         accs = evaluate(images, labels, f"{name} on the synthetic set", model=name)
         m, s = mean_std(accs)

@@ -17,21 +17,12 @@ from typing import Any, Dict, Optional, Tuple
 
 from ..params import RNG_MODES
 from .batched import MATCHINGS
-from .data import INFO
+from .data import DATASETS, get_dataset
 from .ensemble import MODES as EVAL_MODES
 from .methods import Method, get_method, method_names, methods
+from .networks import check_model_name, model_names
 from .settings import Setting
 from .steps import COMPILE_MODES
-
-# The strategy strings of the published DSA commands: no flip for digits.
-PUBLISHED_STRATEGY: Dict[str, str] = {
-    "MNIST": "color_crop_cutout_scale_rotate",
-    "SVHN": "color_crop_cutout_scale_rotate",
-    "FashionMNIST": "color_crop_cutout_flip_scale_rotate",
-    "CIFAR10": "color_crop_cutout_flip_scale_rotate",
-    "CIFAR100": "color_crop_cutout_flip_scale_rotate",
-}
-
 
 def _per_method(name: str) -> str:
     """'1000 (dsa, dc), 20000 (dm)': a setting's published default per method."""
@@ -52,11 +43,6 @@ def _strategy_help() -> str:
     return "the published one for the dataset" + (f" ({own})" if own else "")
 
 
-def _model_help() -> str:
-    return ("network: ConvNet, ConvNetW<k>, ConvNetD<k>, ConvNetAS/AR/AL, ConvNetNN/BN/LN/IN/GN, ConvNetNP/MP/AP, "
-            "MLP, LeNet, AlexNet, AlexNetBN, VGG11, VGG11BN, ResNet18, ResNet18BN, ResNet18BN_AP")
-
-
 # The shared settings, in the order of config.json and of the command's help. Published defaults
 # (docs/semantics.md §5; for DM, the official main_DM.py); None: derived (``derived`` says from what).
 # ``identity=False``: the setting does not change the mathematics (device, out, checkpoint_every,
@@ -64,7 +50,7 @@ def _model_help() -> str:
 # checkpoint resumes under another value.
 SETTINGS: Tuple[Setting, ...] = (
     Setting("method", "dsa", lambda: "; ".join(f"{m.name}: {m.help}" for m in methods()), choices=method_names),
-    Setting("dataset", "MNIST", "dataset to condense", choices=lambda: tuple(INFO)),
+    Setting("dataset", "MNIST", "dataset to condense", choices=lambda: tuple(DATASETS)),
     Setting("data_path", None, "root folder of the dataset files in torchvision's layout (e.g. <root>/MNIST/raw/*.gz); "
             "needed for every dataset but MNIST", derived="the embedded MNIST subset"),
     Setting("ipc", 1, "synthetic images per class", type=int, minimum=1),
@@ -80,7 +66,7 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("lr_net", 0.01, "learning rate of the network (matching and evaluation)", type=float),
     Setting("batch_real", 256, "real images per class per outer loop", type=int, minimum=1),
     Setting("batch_train", 256, "batch size for training networks on the synthetic set", type=int, minimum=1),
-    Setting("model", "ConvNet", _model_help),
+    Setting("model", "ConvNet", lambda: "network: " + model_names()),
     Setting("eval_every", 500, "evaluate before iterations 0, k, 2k, ... and after the last (0: after the last only)",
             type=int, minimum=0),
     Setting("eval_models", 20, "networks trained per evaluation (0: no evaluation)", type=int, minimum=0),
@@ -283,13 +269,12 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
     c = config
     method = get_method(c.method)
     c = c.replace(**{k: v for k, v in method.defaults.items() if getattr(c, k) is None})
-    datasets = SETTINGS[1].choice_list()
-    if c.dataset not in datasets:
-        raise ValueError(f"dsa_fast.condense: unknown dataset {c.dataset!r}; expected one of {datasets}")
-    if c.data_path is None and c.dataset != "MNIST":
+    dataset = get_dataset(c.dataset)
+    if c.data_path is None and dataset.embedded is None:
+        shipped = " and ".join(d.name for d in DATASETS.values() if d.embedded is not None)
         raise ValueError(
             f"dsa_fast.condense: {c.dataset} needs a data path (--data-path DIR, the folder that holds the "
-            f"original files); without one only MNIST runs, on the embedded subset"
+            f"original files); without one only {shipped} runs, on the embedded subset"
         )
     table = all_settings()
     for name, s in table.items():
@@ -311,7 +296,7 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
         outer, inner = (c.outer_loop, c.inner_loop) if c.outer_loop is not None else published_loops(method, c.ipc)
         if outer < 1 or inner < 0:
             raise ValueError(f"dsa_fast.condense: need outer_loop >= 1 and inner_loop >= 0, got {outer}, {inner}")
-    default_strategy = method.strategy if method.strategy is not None else PUBLISHED_STRATEGY[c.dataset]
+    default_strategy = method.strategy if method.strategy is not None else dataset.strategy
     strategy = default_strategy if c.strategy is None else c.strategy
     if strategy not in ("", "none", "None"):
         from .. import TOKENS
@@ -322,8 +307,6 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
                 f"dsa_fast.condense: unknown augmentation {unknown} in strategy {strategy!r}; "
                 f"valid tokens are {', '.join(TOKENS)} joined by '_' (or 'none')"
             )
-    from .networks import check_model_name
-
     check_model_name(c.model)
     device = default_device() if c.device is None else c.device
     check_device(device)

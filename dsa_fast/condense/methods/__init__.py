@@ -8,8 +8,9 @@ declares and what it gets); its line below names the module and the class. ``con
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Dict, Tuple, Type
+from typing import Tuple, Type
 
+from ..registry import Registry
 from .base import Method, RunState
 
 # module:class of every method, in the order of --method's choices and help.
@@ -19,7 +20,7 @@ REGISTRY: Tuple[str, ...] = (
     "distribution:DM",  # dm: distribution matching
 )
 
-_METHODS: Dict[str, Type[Method]] = {}
+_METHODS: Registry[Type[Method]] = Registry("method")
 
 
 def register_method(cls: Type[Method]) -> Type[Method]:
@@ -30,17 +31,12 @@ def register_method(cls: Type[Method]) -> Type[Method]:
         raise ValueError(f"dsa_fast.condense: method class {cls.__name__} has no name")
     if cls.iteration is Method.iteration:
         raise TypeError(f"dsa_fast.condense: method {cls.name!r} ({cls.__name__}) defines no iteration()")
-    if _METHODS.get(cls.name, cls) is not cls:
-        raise ValueError(f"dsa_fast.condense: a method named {cls.name!r} is registered already "
-                         f"({_METHODS[cls.name].__name__})")
-    _METHODS[cls.name] = cls
-    return cls
+    return _METHODS.add(cls.name, cls)
 
 
 def unregister_method(name: str) -> None:
     """Remove the method ``name`` (registered by ``register_method``)."""
-    get_method(name)
-    del _METHODS[name]
+    _METHODS.remove(name)
 
 
 def method_names() -> Tuple[str, ...]:
@@ -53,9 +49,7 @@ def methods() -> Tuple[Type[Method], ...]:
 
 def get_method(name: str) -> Type[Method]:
     """The class of the method ``name``, or a ValueError naming the methods there are."""
-    if name not in _METHODS:
-        raise ValueError(f"dsa_fast.condense: unknown method {name!r}; expected one of {method_names()}")
-    return _METHODS[name]
+    return _METHODS.entry(name)
 
 
 for _line in REGISTRY:
