@@ -29,7 +29,7 @@ import torch
 
 from condense_helpers import REPO, _one_thread  # noqa: F401
 from dsa_fast.condense import CheckpointError, CondenseConfig, condense
-from dsa_fast.condense import cli
+from dsa_fast.condense import cli, evaluate_command
 from dsa_fast.condense.checkpoint import CHECKPOINT_FORMAT, LEGACY_MAGIC, load_checkpoint
 from dsa_fast.condense.loop import loss_note
 from dsa_fast.condense.progress import Progress, format_seconds, plural
@@ -340,7 +340,7 @@ def test_evaluate_says_what_is_not_a_synthetic_set(tmp_path, capsys):
         os.path.join(out, "checkpoint.pt"): f"it is a run checkpoint; evaluate {os.path.join(out, 'synthetic.pt')}",
     }
     for path, why in cases.items():
-        assert cli.evaluate_main([path, "--device", "cpu"], prog="python -m dsa_fast.evaluate") == 1
+        assert evaluate_command.main([path, "--device", "cpu"], prog="python -m dsa_fast.evaluate") == 1
         err = capsys.readouterr().err
         assert err == f"python -m dsa_fast.evaluate: error: {path} is not a synthetic set written by dsa_fast: {why}\n"
 
@@ -355,7 +355,7 @@ def test_unavailable_device_is_one_line_exit_2(tmp_path, capsys, device):
     rc, io_ = run_cli(["--device", device, "--out", str(tmp_path / "r")], capsys)
     assert rc == 2 and io_.err.startswith(f"{PROG}: error: argument --device: ") and "devices here: cpu" in io_.err
     assert len(io_.err.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "r")
-    assert cli.evaluate_main(["x.pt", "--device", device], prog="ev") == 2
+    assert evaluate_command.main(["x.pt", "--device", device], prog="ev") == 2
     assert capsys.readouterr().err.startswith("ev: error: argument --device: ")
 
 
@@ -436,7 +436,7 @@ def test_evaluate_reports_progress_without_a_terminal(tmp_path, capsys):
     assert "synthetic set" in proc.stdout and "random real baseline" in proc.stdout
 
     # On a terminal (forced here) the same counts drive a tqdm bar.
-    assert cli.evaluate_main([os.path.join(out, "synthetic.pt"), "--eval-models", "1", "--eval-epochs", "1",
+    assert evaluate_command.main([os.path.join(out, "synthetic.pt"), "--eval-models", "1", "--eval-epochs", "1",
                               "--device", "cpu", "--progress"], prog="ev") == 0
     err = capsys.readouterr().err
     assert "synthetic set: training pass" in err and "2/2" in err

@@ -56,6 +56,7 @@ from .outputs import CONFIG, METRICS, SUMMARY, SYNTHETIC, SYNTHETIC_PNG, append_
     save_synthetic, write_json, write_jsonl
 from .progress import Progress, plural
 from .rng import STREAM_AUGMENT, STREAM_CONTROL, STREAM_INIT, STREAM_SAMPLE, derive_seed, generator
+from .summary import run_summary
 
 logger = logging.getLogger("dsa_fast.condense")
 
@@ -526,34 +527,14 @@ def _iterate(run: _Run, ckpt_path: str, progress: Optional[bool], on_iteration) 
         final = next((m for m in run.metrics if m["iteration"] == cfg.iterations), None) or run.evaluate()
     elif run.dist.writer:
         run.save_set()
-    summary: Dict[str, Any] = {
-        "dataset": cfg.dataset,
-        "method": cfg.method,
-        "data_source": "embedded MNIST subset" if cfg.data_path is None else cfg.data_path,
-        "ipc": cfg.ipc,
-        "model": cfg.model,
-        "iterations": cfg.iterations,
-        "eval_models": cfg.eval_models,
-        "eval_epochs": cfg.eval_epochs,
-        "accuracy_mean": final["accuracy_mean"] if final else None,
-        "accuracy_std": final["accuracy_std"] if final else None,
-        "accuracies": final["accuracies"] if final else [],
-        "baseline_mean": None,
-        "baseline_std": None,
-        "baseline_accuracies": [],
-    }
+    baseline = None
     if evaluating:
         bx, by = random_real_subset(run.train, cfg.ipc, cfg.seed)
-        baccs = run.evaluate_images(bx, by, "random real baseline")
-        summary["baseline_mean"], summary["baseline_std"] = mean_std(baccs)
-        summary["baseline_accuracies"] = baccs
-        logger.info("random real baseline (%s per class): %.2f ± %.2f %%", plural(cfg.ipc, "image"),
-                    100 * summary["baseline_mean"], 100 * summary["baseline_std"])
-    summary["wall_seconds"] = round(run.wall(), 3)
-    summary["condense_seconds"] = round(run.train_seconds, 3)
-    summary["device"] = cfg.device
-    summary["seed"] = cfg.seed
-    summary.update(run.dist.describe(cfg.device))  # [distributed] the processes that ran the last part
+        baseline = run.evaluate_images(bx, by, "random real baseline")
+        bm, bs = mean_std(baseline)
+        logger.info("random real baseline (%s per class): %.2f ± %.2f %%", plural(cfg.ipc, "image"), 100 * bm, 100 * bs)
+    # [distributed] the processes that ran the last part
+    summary = run_summary(cfg, final, baseline, run.wall(), run.train_seconds, run.dist.describe(cfg.device))
     if run.dist.writer:
         write_json(os.path.join(out, SUMMARY), summary)
     return RunResult(out, run.image_syn.detach().cpu(), run.label_syn.cpu(), run.metrics, summary)
