@@ -31,7 +31,7 @@ import torch
 
 from condense_helpers import REPO, _one_thread  # noqa: F401
 from dsa_fast.condense import CheckpointError, CondenseConfig, condense
-from dsa_fast.condense import cli
+from dsa_fast.condense import cli, evaluate_command
 from dsa_fast.condense.checkpoint import CHECKPOINT_FORMAT, LEGACY_MAGIC, load_checkpoint
 from dsa_fast.condense.loop import loss_note
 from dsa_fast.condense.progress import Progress, format_seconds, plural
@@ -384,7 +384,7 @@ def test_evaluate_says_what_is_not_a_synthetic_set(tmp_path, capsys):
         os.path.join(out, "checkpoint.pt"): f"it is a run checkpoint; evaluate {os.path.join(out, 'synthetic.pt')}",
     }
     for path, why in cases.items():
-        assert cli.evaluate_main([path, "--device", "cpu"], prog="python -m dsa_fast.evaluate") == 1
+        assert evaluate_command.main([path, "--device", "cpu"], prog="python -m dsa_fast.evaluate") == 1
         err = capsys.readouterr().err
         assert err == f"python -m dsa_fast.evaluate: error: {path} is not a synthetic set written by dsa_fast: {why}\n"
 
@@ -399,14 +399,14 @@ def test_unavailable_device_is_one_line_exit_2(tmp_path, capsys, device):
     rc, io_ = run_cli(["--device", device, "--out", str(tmp_path / "r")], capsys)
     assert rc == 2 and io_.err.startswith(f"{PROG}: error: argument --device: ") and "devices here: cpu" in io_.err
     assert len(io_.err.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "r")
-    assert cli.evaluate_main(["x.pt", "--device", device], prog="ev") == 2
+    assert evaluate_command.main(["x.pt", "--device", device], prog="ev") == 2
     assert capsys.readouterr().err.startswith("ev: error: argument --device: ")
 
 
 @pytest.mark.parametrize("seed", [str(2**70), str(2**63), "-1"])
 def test_seed_out_of_range_is_one_line_exit_2(tmp_path, capsys, seed):
     out = str(tmp_path / "r")
-    for call, prog, argv in ((cli.main, PROG, TINY + ["--out", out]), (cli.evaluate_main, "ev", ["x.pt"])):
+    for call, prog, argv in ((cli.main, PROG, TINY + ["--out", out]), (evaluate_command.main, "ev", ["x.pt"])):
         with pytest.raises(SystemExit) as e:
             call(argv + ["--seed", seed], prog=prog)
         err = capsys.readouterr().err.strip().splitlines()
@@ -504,7 +504,7 @@ def test_evaluate_reports_progress_without_a_terminal(tmp_path, capsys):
     assert "synthetic set" in proc.stdout and "random real baseline" in proc.stdout
 
     # On a terminal (forced here) the same counts drive a tqdm bar.
-    assert cli.evaluate_main([os.path.join(out, "synthetic.pt"), "--eval-models", "1", "--eval-epochs", "1",
+    assert evaluate_command.main([os.path.join(out, "synthetic.pt"), "--eval-models", "1", "--eval-epochs", "1",
                               "--device", "cpu", "--progress"], prog="ev") == 0
     err = capsys.readouterr().err
     assert "synthetic set: training pass" in err and "2/2" in err
@@ -520,15 +520,15 @@ def test_evaluate_quick_is_the_main_jobs_evaluation(tmp_path, capsys, monkeypatc
         asked.append((n_models, epochs))
         return []
 
-    monkeypatch.setattr(cli, "evaluate_set", counts)
+    monkeypatch.setattr(evaluate_command, "evaluate_set", counts)
     main_job, published = cli.main_job_config(), CondenseConfig()
     for argv, want in ((["--quick"], (main_job.eval_models, main_job.eval_epochs)),
                        ([], (published.eval_models, published.eval_epochs)),
                        (["--quick", "--eval-models", "2"], (2, main_job.eval_epochs))):
-        assert cli.evaluate_main([syn, "--device", "cpu", "--no-progress"] + argv, prog="ev") == 0
+        assert evaluate_command.main([syn, "--device", "cpu", "--no-progress"] + argv, prog="ev") == 0
         assert asked.pop() == want
     assert (main_job.eval_models, main_job.eval_epochs) == (5, 300)  # what the help and the docs say
-    help_text = " ".join(cli.build_evaluate_parser("ev").format_help().split())
+    help_text = " ".join(evaluate_command.build_parser("ev").format_help().split())
     assert "--quick the main job's evaluation: 5 networks x 301 passes instead of the published 20 x 1001" in help_text
 
 
@@ -542,7 +542,7 @@ def test_png_of_a_saved_set_is_a_labelled_grid_scaled_up(tmp_path, capsys):
     labels = torch.arange(10).repeat(2)
     path, png = str(tmp_path / "synthetic.pt"), str(tmp_path / "set.png")
     save_synthetic(path, images, labels, info)
-    assert cli.evaluate_main([path, "--png", png], prog="ev") == 0
+    assert evaluate_command.main([path, "--png", png], prog="ev") == 0
     assert capsys.readouterr().out == f"{png}: 20 FashionMNIST images, one row per class\n"
 
     picture = Image.open(png)

@@ -7,12 +7,13 @@ Library use (the command line is ``python -m dsa_fast.condense``; see docs/conde
     result.summary["accuracy_mean"]
 """
 from .config import CondenseConfig, main_job_config, resolve
-from .data import DatasetError, load_split, load_tensors
+from .data import Dataset, DatasetError, DatasetInfo, load_split, load_tensors, register_dataset
 from .dm import dm_loss
 from .evaluate import evaluate_set
 from .loop import RunDirError, RunInterrupted, RunResult, condense
 from .matching import gradient_distance, match_loss
-from .networks import ConvNet, get_network
+from .methods import Method, RunState, register_method
+from .networks import ConvNet, get_network, register_network
 from .checkpoint import CheckpointError
 
 __all__ = [
@@ -20,11 +21,17 @@ __all__ = [
     "main_job_config",
     "resolve",
     "condense",
+    "Method",
+    "RunState",
+    "register_method",
     "RunResult",
     "RunDirError",
     "RunInterrupted",
     "CheckpointError",
     "DatasetError",
+    "Dataset",
+    "DatasetInfo",
+    "register_dataset",
     "load_split",
     "load_tensors",
     "evaluate_set",
@@ -33,4 +40,5 @@ __all__ = [
     "gradient_distance",
     "ConvNet",
     "get_network",
+    "register_network",
 ]

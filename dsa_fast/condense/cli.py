@@ -1,5 +1,5 @@
-"""``python -m dsa_fast.condense`` / ``dsa-condense`` and ``python -m dsa_fast.evaluate``: the only
-place that parses argv.
+"""``python -m dsa_fast.condense`` / ``dsa-condense``: its command line (``python -m dsa_fast.evaluate``
+is ``evaluate_command.py``).
 
 With neither --dataset nor --data-path the command runs the embedded main job
 (``config.main_job_config``: the MNIST subset shipped in the package, ipc 1, reduced counts); any
@@ -15,142 +15,63 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import shlex
 import signal
 import sys
 import threading
-import zipfile
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
-import torch
-
-from .. import ParamDiffAug
-from .checkpoint import CheckpointError, atomic_write_bytes
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
-from .config import (COMPILE, DATASETS, DIS_METRICS, INITS, METHODS, PUBLISHED_STRATEGY, RNGS, CondenseConfig,
-                     check_device, default_device, default_out, load_config, main_job_config, resolve)
-from .data import INFO, DatasetError, load_tensors
 from . import distributed
-from .distributed import ProcessGroupError
-from .evaluate import evaluate_set, mean_std, random_real_subset
-from .batched import MATCHINGS
+from .checkpoint import CHECKPOINT_NAME, CheckpointError
+from .command import invoked_as, strip_prefix
+from .config import (DEFAULT_METHOD, CondenseConfig, all_settings, check_device, default_out, load_config,
+                     main_job_config, resolve)
 from .cpu import keep_freed_memory
-from .ensemble import MODES as EVAL_MODES
+from .data import DatasetError
+from .distributed import ProcessGroupError
 from .loop import STOP_SIGNALS, RunDirError, RunInterrupted, condense
-from .outputs import CONFIG, SUMMARY, save_png
-from .progress import PlanLine, Progress, plural
-from .rng import RUN_SEEDS, check_run_seed
-from .networks import check_model_name
-
-_HELP: Dict[str, str] = {
-    "method": "dsa: gradient matching with DSA; dc: gradient matching without augmentation; dm: distribution "
-              "matching (with DSA)",
-    "dataset": "dataset to condense",
-    "data_path": "root folder of the dataset files in torchvision's layout (e.g. <root>/MNIST/raw/*.gz); "
-                 "needed for every dataset but MNIST",
-    "ipc": "synthetic images per class",
-    "outer_loop": "outer loops per iteration",
-    "inner_loop": "network epochs per outer loop",
-    "iterations": "condensation iterations",
-    "init": "initial synthetic images: N(0,1) noise or random real images",
-    "strategy": "DSA strategy ('none': no augmentation)",
-    "dis_metric": "gradient distance",
-    "lr_img": "learning rate of the synthetic images (SGD, momentum 0.5)",
-    "lr_net": "learning rate of the network (matching and evaluation)",
-    "batch_real": "real images per class per outer loop",
-    "batch_train": "batch size for training networks on the synthetic set",
-    "model": "network: ConvNet, ConvNetW<k>, ConvNetD<k>, ConvNetAS/AR/AL, ConvNetNN/BN/LN/IN/GN, ConvNetNP/MP/AP, "
-             "MLP, LeNet, AlexNet, AlexNetBN, VGG11, VGG11BN, ResNet18, ResNet18BN, ResNet18BN_AP",
-    "eval_every": "evaluate before iterations 0, k, 2k, ... and after the last (0: after the last only)",
-    "eval_models": "networks trained per evaluation (0: no evaluation)",
-    "eval_epochs": "epochs per evaluation network (trains epochs+1 passes, as the official code)",
-    "eval_mode": "evaluation networks trained together as one grouped ensemble (auto: where the model allows; "
-                 "batch norm trains one by one) or one after another",
-    "matching": "gradient matching: the classes as grouped copies of the network, one pass for all (auto: for "
-                "the ConvNets without batch norm, off the CPU) or one class after another; equal up to float "
-                "rounding",
-    "device": "torch device: cpu, cuda, cuda:<n>, or mps where there is one",
-    "seed": "seed of every random stream of the run",
-    "rng": "how the iteration draws its augmentations: compat (the official per-class draws, made on the host) "
-           "or device (keys on the device, drawn inside the augmentation op; no host value per step)",
-    "compile": "run the outer step and the inner epoch under torch.compile (CUDA: with CUDA graphs; needs "
-               "--rng device, gradient matching, no batch norm)",
-    "out": "output folder",
-    "checkpoint_every": "write a checkpoint every this many iterations",
-    "log_every": "loss/ETA line (or progress bar update) every this many iterations",
-}
-
-
-def run_seed(text: str) -> int:
-    """argparse type of --seed: an int in the run-seed range, or one line that names the range."""
-    try:
-        return check_run_seed(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {RUN_SEEDS}, got {text}") from None
-
-
-_CHOICES = {"method": METHODS, "dataset": DATASETS, "init": INITS, "dis_metric": DIS_METRICS, "eval_mode": EVAL_MODES,
-            "rng": RNGS, "compile": COMPILE, "matching": MATCHINGS}
-_TYPES = {"ipc": int, "outer_loop": int, "inner_loop": int, "iterations": int, "lr_img": float, "lr_net": float,
-          "batch_real": int, "batch_train": int, "eval_every": int, "eval_models": int, "eval_epochs": int,
-          "seed": run_seed, "checkpoint_every": int, "log_every": int}
-
-
-# What a None default means, per setting.
-_DERIVED = {
-    "iterations": "1000 (dsa, dc), 20000 (dm)",
-    "lr_img": "0.1 (dsa, dc), 1.0 (dm)",
-    "data_path": "the embedded MNIST subset",
-    "outer_loop": "the published value for --ipc 1/10/20/30/40/50",
-    "inner_loop": "the published value for --ipc 1/10/20/30/40/50",
-    "strategy": "the published one for the dataset (dm: color_crop_cutout_flip_scale_rotate)",
-    "device": "cuda if available, else cpu",
-    "rng": "device on CUDA, compat on the CPU",
-    "out": "runs/<dataset>-ipc<ipc>-seed<seed>, made unique",
-}
-
-
-def _show(name: str, v: Any) -> str:
-    return _DERIVED[name] if v is None else str(v)
-
-
-def invoked_as(module_form: str) -> str:
-    """The command's name as the user typed it: the console script's name (``dsa-condense``), or
-    ``module_form`` when Python ran a ``__main__.py`` (``python -m ...``)."""
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return module_form if name in ("", "-c", "-m", "__main__.py") else name
+from .methods import methods
+from .outputs import CONFIG, SUMMARY
+from .settings import text
+from .summary import summary_line
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    """``prog``: how the command was invoked (None: ``invoked_as``)."""
-    published, job, dm_job = CondenseConfig(), main_job_config(), main_job_config(method="dm")
+    """``prog``: how the command was invoked (None: ``invoked_as``). One flag per setting
+    (``config.all_settings``: the shared ones and every method's own), with its help and defaults."""
+    published, job = CondenseConfig(), main_job_config()
+    jobs = {m.name: main_job_config(method=m.name) for m in methods() if m.name != DEFAULT_METHOD}
+    ipcs = "".join(f"; --method {m.name}: ipc {m.main_job['ipc']}" for m in methods() if "ipc" in m.main_job)
     p = argparse.ArgumentParser(
         prog=prog or invoked_as("python -m dsa_fast.condense"),
-        description="Dataset condensation by gradient matching with Differentiable Siamese Augmentation "
-                    "(Zhao & Bilen, ICML 2021), without it (--method dc), or by distribution matching (--method dm). "
+        description="Dataset condensation with Differentiable Siamese Augmentation (Zhao & Bilen, ICML 2021): "
+                    + ", ".join(f"{m.help} (--method {m.name})" for m in methods()) + ". "
                     "With neither --dataset nor --data-path: the embedded main job (a small MNIST subset shipped in "
-                    "the package, ipc 1, reduced counts; --method dm: ipc 10).",
+                    f"the package, ipc 1, reduced counts{ipcs}).",
         epilog="Defaults: the published settings (any run with --dataset or --data-path); 'main job': the preset used "
                "with neither, where it differs. Data: the files under --data-path; without it, the embedded MNIST "
-               "subset. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) writes a checkpoint of the last complete iteration and prints the "
+               "subset. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) writes a checkpoint of the last complete "
+               "iteration and prints the "
                "--resume command. Outputs and resume: docs/condense.md.",
     )
-    for f in dataclasses.fields(CondenseConfig):
-        a, b = getattr(published, f.name), getattr(job, f.name)
-        default = f"default: {_show(f.name, a)}" + ("" if a == b else f"; main job: {_show(f.name, b)}")
-        d = getattr(dm_job, f.name)
-        default += "" if d == b or f.name == "method" else f"; dm main job: {_show(f.name, d)}"
-        kw: Dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{_HELP[f.name]} ({default})"}
-        if f.name in _CHOICES:
-            kw["choices"] = _CHOICES[f.name]
-        if f.name in _TYPES:
-            kw["type"] = _TYPES[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        p.add_argument(flag, metavar=None if f.name in _CHOICES else f.name.upper(), **kw)
+    owners = {s.name: m.name for m in methods() for s in m.settings}
+    for s in all_settings().values():
+        a, b = getattr(published, s.name), getattr(job, s.name)
+        default = f"default: {s.show(a)}" + ("" if a == b else f"; main job: {s.show(b)}")
+        for name, other in jobs.items():
+            d = getattr(other, s.name)
+            default += "" if d == b or s.name == "method" else f"; {name} main job: {s.show(d)}"
+        if s.name in owners:
+            default = f"--method {owners[s.name]} only; {default}"
+        kw: Dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{text(s.help)} ({default})"}
+        choices = s.choice_list()
+        if choices is not None:
+            kw["choices"] = choices
+        if s.type is not None:
+            kw["type"] = s.type
+        p.add_argument(s.flag, metavar=None if choices is not None else s.name.upper(), **kw)
     p.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
                    help="continue the run in RUN_DIR from its last checkpoint, or from iteration 0 if it has none "
                         "yet (settings come from RUN_DIR/config.json; only --device, --compile, --progress and "
@@ -162,11 +83,6 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         "the process keeps its peak memory; default on, --no-keep-freed-memory leaves glibc's "
                         "settings: docs/condense.md, CPU settings)")
     return p
-
-
-def _strip_prefix(e: Exception) -> str:
-    msg = str(e)
-    return msg[len("dsa_fast.condense: "):] if msg.startswith("dsa_fast.condense: ") else msg
 
 
 def _unique_out(path: str) -> str:
@@ -181,7 +97,7 @@ def _unique_out(path: str) -> str:
 def config_from_args(given: Dict[str, Any]) -> CondenseConfig:
     """The run configuration for the flags actually given (others keep the preset's values)."""
     main_job = "dataset" not in given and "data_path" not in given
-    base = main_job_config(method=given.get("method", "dsa")) if main_job else CondenseConfig()
+    base = main_job_config(method=given.get("method", DEFAULT_METHOD)) if main_job else CondenseConfig()
     cfg = base.replace(**given)
     if "out" not in given:
         cfg = cfg.replace(out=_unique_out(default_out(resolve(cfg))))
@@ -266,12 +182,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         try:
             check_device(given["device"])
         except ValueError as e:
-            print(f"{prog}: error: argument --device: {_strip_prefix(e)}", file=sys.stderr)
+            print(f"{prog}: error: argument --device: {strip_prefix(e)}", file=sys.stderr)
             return 2
     try:
         dist = distributed.launch(given.get("device"))  # [distributed] SINGLE unless started by torchrun
     except (ProcessGroupError, ValueError) as e:
-        print(f"{prog}: error: {_strip_prefix(e)}", file=sys.stderr)
+        print(f"{prog}: error: {strip_prefix(e)}", file=sys.stderr)
         return 1
     logging.basicConfig(level=logging.INFO if dist.writer else logging.ERROR, format="%(message)s")
     code = 1
@@ -312,26 +228,16 @@ def _run(dist: distributed.Processes, prog: str, given: Dict[str, Any], resume_d
     except (DatasetError, CheckpointError, RunDirError, ValueError) as e:
         if getattr(e, "shared_error", False):  # every process has it: rank 0 says it
             if dist.writer:
-                print(f"{prog}: error: {_strip_prefix(e)}", file=sys.stderr)
+                print(f"{prog}: error: {strip_prefix(e)}", file=sys.stderr)
         else:
-            print(f"{prog}: error: {where(dist)}{_strip_prefix(e)}", file=sys.stderr)
+            print(f"{prog}: error: {where(dist)}{strip_prefix(e)}", file=sys.stderr)
         return 1
     except OSError as e:  # e.g. the disk filled up while writing an output
         print(f"{prog}: error: {where(dist)}{e}", file=sys.stderr)
         return 1
     if not dist.writer:
         return 0
-    s = result.summary
-    if s.get("accuracy_mean") is not None:
-        print(
-            f"{s['dataset']} ipc {s['ipc']}, {plural(s['iterations'], 'iteration')}, "
-            f"{plural(s['eval_models'], 'model')} x {plural(s['eval_epochs'], 'epoch')}: "
-            f"condensed {100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f} %"
-            f"  vs  random real {100 * s['baseline_mean']:.2f} ± {100 * s['baseline_std']:.2f} %"
-            f"  ({s['wall_seconds']:.0f} s; outputs in {result.out})"
-        )
-    else:
-        print(f"condensed set written to {result.out} (no evaluation)")
+    print(summary_line(result.summary, result.out))
     return 0
 
 
@@ -350,7 +256,7 @@ def where(dist: distributed.Processes) -> str:
 
 def process_lost_line(prog: str, e: ProcessGroupError, cfg: Optional[CondenseConfig]) -> str:
     """The line every surviving process prints when the job lost one of its processes."""
-    line = (f"{prog}: error: process {e.rank} of {e.size}: {_strip_prefix(e)}: another process of the job "
+    line = (f"{prog}: error: process {e.rank} of {e.size}: {strip_prefix(e)}: another process of the job "
             f"stopped or cannot be reached; the job stops")
     if cfg is None or cfg.out is None:
         return line
@@ -361,231 +267,3 @@ def process_lost_line(prog: str, e: ProcessGroupError, cfg: Optional[CondenseCon
         line += f"; rank 0 keeps the last checkpoint in {out}"
     return line + f"; resume (with any number of processes) with: {prog} --resume {shlex.quote(out)}"
 
-
-# -- python -m dsa_fast.evaluate ----------------------------------------------------------------
-
-
-def build_evaluate_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    d = CondenseConfig()
-    p = argparse.ArgumentParser(
-        prog=prog or invoked_as("python -m dsa_fast.evaluate"),
-        description="Evaluate a synthetic set (synthetic.pt of a dsa_fast.condense run) as in DSA: fresh "
-                    "networks trained on it with per-sample DSA augmentation, tested without augmentation. The "
-                    "published protocol (the defaults: 20 networks x 1001 training passes) takes long on a CPU; "
-                    "the first line, after the second training pass, gives the planned work and the time all of "
-                    "it will take, and --quick (the main job's evaluation) about 1/13 of that.",
-    )
-    p.add_argument("synthetic", help="path to synthetic.pt")
-    p.add_argument("--data-path", default=None,
-                   help="root of the test data (torchvision layout); default: the run's own data "
-                        "(its --data-path, or the embedded MNIST subset if it used that)")
-    q = main_job_config()
-    p.add_argument("--eval-models", type=int, default=None,
-                   help=f"networks to train (default {d.eval_models}; --quick: {q.eval_models})")
-    p.add_argument("--eval-epochs", type=int, default=None,
-                   help=f"training epochs; trains epochs+1 passes as the official code (default {d.eval_epochs}; "
-                        f"--quick: {q.eval_epochs})")
-    p.add_argument("--quick", action="store_true",
-                   help=f"the main job's evaluation: {q.eval_models} networks x {q.eval_epochs + 1} passes instead of "
-                        f"the published {d.eval_models} x {d.eval_epochs + 1}, about 1/"
-                        f"{round(d.eval_models * (d.eval_epochs + 1) / (q.eval_models * (q.eval_epochs + 1)))} of the "
-                        f"time; --eval-models and --eval-epochs still apply")
-    p.add_argument("--png", metavar="PATH", default=None,
-                   help="only write the set as a picture to PATH (one labelled row per class, scaled up, as a run's "
-                        "synthetic.png) and stop: no evaluation")
-    p.add_argument("--model", default=None, help="network (default: the run's model)")
-    p.add_argument("--models", default=None, metavar="A,B,...",
-                   help="cross-architecture evaluation: comma-separated networks (e.g. ConvNet,MLP,LeNet,AlexNet,"
-                        "VGG11,ResNet18), --eval-models each; accuracy per architecture and over all networks")
-    p.add_argument("--strategy", default=None, help="DSA strategy (default: the run's strategy)")
-    p.add_argument("--lr-net", type=float, default=d.lr_net, help=f"learning rate (default {d.lr_net})")
-    p.add_argument("--batch-train", type=int, default=d.batch_train, help=f"batch size (default {d.batch_train})")
-    p.add_argument("--eval-mode", choices=EVAL_MODES, default="auto",
-                   help="train the networks together as one ensemble, or one after another (default auto: the "
-                        "ensemble where the model allows it; batch norm trains one by one)")
-    p.add_argument("--baseline", action="store_true",
-                   help="also evaluate the same number of random real images per class")
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--seed", type=run_seed, default=None,
-                   help="seed of the evaluation streams (default: the run's --seed, which reproduces its numbers)")
-    p.add_argument("--json", default=None, help="also write the result to this JSON file")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="tqdm progress bar (default: when stderr is a terminal; else a log line after each "
-                        "network)")
-    return p
-
-
-def evaluate_main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
-    """``python -m dsa_fast.evaluate`` (``prog`` None: named as invoked)."""
-    parser = build_evaluate_parser(prog)
-    prog = parser.prog
-    args = parser.parse_args(argv)
-    quick = main_job_config() if args.quick else CondenseConfig()
-    args.eval_models = quick.eval_models if args.eval_models is None else args.eval_models
-    args.eval_epochs = quick.eval_epochs if args.eval_epochs is None else args.eval_epochs
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.device is not None:
-        try:
-            check_device(args.device)
-        except ValueError as e:
-            print(f"{prog}: error: argument --device: {_strip_prefix(e)}", file=sys.stderr)
-            return 2
-    try:
-        if args.png is not None:
-            syn = load_synthetic(args.synthetic)
-            save_png(args.png, syn["images"], syn["labels"], INFO[syn["dataset"]])
-            print(f"{args.png}: {syn['images'].shape[0]} {syn['dataset']} images, one row per class")
-            return 0
-        result, line = _evaluate_command(args)
-        print(line)
-        if args.json:
-            atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    except (DatasetError, ValueError) as e:
-        print(f"{prog}: error: {_strip_prefix(e)}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def load_synthetic(path: str) -> Dict[str, Any]:
-    """A synthetic.pt written by dsa_fast (``outputs.save_synthetic``), or a ValueError that says so."""
-    if not os.path.exists(path):
-        raise ValueError(f"{path} does not exist")
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a folder; give the synthetic set in it, e.g. {os.path.join(path, 'synthetic.pt')}")
-
-    def not_ours(why: str) -> ValueError:
-        return ValueError(f"{path} is not a synthetic set written by dsa_fast: {why}")
-
-    try:
-        syn = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        if zipfile.is_zipfile(path):  # a torch.save file, but not of plain tensors and data
-            raise not_ours("it holds Python objects other than tensors and plain data") from None
-        raise not_ours("it is not a file written by torch.save, or it is truncated") from None
-    if isinstance(syn, dict) and syn.get("format") == CHECKPOINT_FORMAT:
-        raise not_ours(f"it is a run checkpoint; evaluate {os.path.join(os.path.dirname(path) or '.', 'synthetic.pt')}")
-    if not isinstance(syn, dict):
-        raise not_ours(f"it holds a {type(syn).__name__}, not the dict of a synthetic set")
-    missing = [k for k in ("images", "labels", "dataset") if k not in syn]
-    if missing:
-        raise not_ours(f"no {', '.join(repr(k) for k in missing)} entries")
-    if syn["dataset"] not in INFO:
-        raise not_ours(f"unknown dataset {syn['dataset']!r}")
-    images, labels = syn["images"], syn["labels"]
-    if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and images.dim() == 4
-            and labels.dim() == 1 and images.shape[0] == labels.shape[0]):
-        raise not_ours("'images' must be a [N, C, H, W] tensor and 'labels' a [N] tensor")
-    return syn
-
-
-def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
-    syn = load_synthetic(args.synthetic)
-    dataset = syn["dataset"]
-    data_path = args.data_path
-    if data_path is None:
-        data_path = None if syn.get("data_source") == "embedded" else syn.get("data_path")
-    device = args.device or default_device()
-    test = load_tensors(dataset, data_path, "test", device)
-    model = args.model or syn.get("model", "ConvNet")
-    if args.models is not None:
-        if args.model is not None:
-            raise ValueError("give --model or --models, not both")
-        models = [m.strip() for m in args.models.split(",") if m.strip()]
-        if not models:
-            raise ValueError("--models needs at least one network")
-        for m in models:
-            check_model_name(m)
-    strategy = args.strategy if args.strategy is not None else syn.get("strategy", PUBLISHED_STRATEGY[dataset])
-    seed = args.seed if args.seed is not None else int(syn.get("seed", 0))
-    kw = dict(n_models=args.eval_models, seed=seed, model=model, epochs=args.eval_epochs, lr=args.lr_net,
-              batch_train=args.batch_train, strategy=strategy, param=ParamDiffAug(), mode=args.eval_mode)
-
-    plan = _plan_line(args, syn, test, [model] if args.models is None else models, data_path)
-
-    def evaluate(images, labels, what: str, **override) -> List[float]:
-        passes = args.eval_epochs + 1
-        with Progress(args.eval_models * passes, desc=f"{what}: training pass", unit="pass", log_every=passes,
-                      bar=args.progress) as bar:
-            def on_pass(m: int) -> None:
-                plan.step(m)
-                bar.update(m, quiet=not plan.said)  # the plan line comes first
-
-            return evaluate_set(images, labels, test, on_pass=on_pass, **{**kw, **override})
-
-    if args.models is not None:
-        return _cross_architecture(syn, test, models, kw, device, args, dataset, data_path, seed, evaluate)
-    accs = evaluate(syn["images"].to(device), syn["labels"].to(device), "synthetic set")
-    m, s = mean_std(accs)
-    result = {"synthetic": args.synthetic, "dataset": dataset, "model": model, "eval_models": args.eval_models,
-              "eval_epochs": args.eval_epochs, "seed": seed, "accuracy_mean": m, "accuracy_std": s,
-              "accuracies": accs}
-    line = f"{dataset} {model}: synthetic set {100 * m:.2f} ± {100 * s:.2f} % over {plural(len(accs), 'model')}" \
-        if accs else "no models evaluated"
-    if args.baseline:
-        train = load_tensors(dataset, data_path, "train", device)
-        ipc = int(syn["images"].shape[0]) // INFO[dataset].num_classes
-        bx, by = random_real_subset(train, ipc, seed)
-        baccs = evaluate(bx, by, "random real baseline")
-        bm, bs = mean_std(baccs)
-        result.update(baseline_mean=bm, baseline_std=bs, baseline_accuracies=baccs)
-        if baccs:
-            line += f"; random real baseline {100 * bm:.2f} ± {100 * bs:.2f} %"
-    return result, line
-
-
-def _plan_line(args: argparse.Namespace, syn: Dict[str, Any], test, models: List[str],
-               data_path: Optional[str]) -> PlanLine:
-    """The evaluate command's first line, said after the first training pass: what it trains and
-    tests, and the time all of it (and --quick) will take at that pass's speed."""
-    passes, sets = args.eval_epochs + 1, 2 if args.baseline else 1
-    total = len(models) * sets * args.eval_models * passes
-    q = main_job_config()
-    quick = None if args.quick or not total else ("--quick", total * q.eval_models * (q.eval_epochs + 1)
-                                                  // (args.eval_models * passes))
-    source = "the embedded MNIST subset" if data_path is None else f"{syn['dataset']} files under {data_path}"
-    nets = plural(args.eval_models, f"{models[0]} network") if len(models) == 1 else \
-        f"{plural(args.eval_models, 'network')} of each of {', '.join(models)}"
-    plan = (f"evaluating {args.synthetic} ({syn['images'].shape[0]} images): {nets} x "
-            f"{plural(passes, 'training pass')}{', on the set and on as many random real images' if args.baseline else ''}"
-            f" ({total} passes in all), each network then tested on {test.images.shape[0]} images of {source}")
-    return PlanLine(plan, total, "training pass", quick)
-
-
-def _cross_architecture(syn, test, models, kw, device, args, dataset, data_path, seed, evaluate) -> Tuple[dict, str]:
-    """Every network of ``models`` trained ``--eval-models`` times on the set (model k of every
-    architecture from the same seed stream as a single-model evaluation); per architecture and
-    over all networks, mean ± std."""
-    images, labels = syn["images"].to(device), syn["labels"].to(device)
-    per_model: Dict[str, Dict[str, Any]] = {}
-    lines: List[str] = []
-    if args.baseline:
-        train = load_tensors(dataset, data_path, "train", device)
-        baseline = random_real_subset(train, int(syn["images"].shape[0]) // INFO[dataset].num_classes, seed)
-    for name in models:
-        accs = evaluate(images, labels, f"{name} on the synthetic set", model=name)
-        m, s = mean_std(accs)
-        per_model[name] = {"accuracy_mean": m, "accuracy_std": s, "accuracies": accs}
-        if accs:
-            lines.append(f"{dataset} {name}: synthetic set {100 * m:.2f} ± {100 * s:.2f} % over {len(accs)} models")
-        if args.baseline:
-            bx, by = baseline
-            baccs = evaluate(bx, by, f"{name} on the random real baseline", model=name)
-            bm, bs = mean_std(baccs)
-            per_model[name].update(baseline_mean=bm, baseline_std=bs, baseline_accuracies=baccs)
-            if baccs:
-                lines[-1] += f"; random real baseline {100 * bm:.2f} ± {100 * bs:.2f} %"
-    every = [a for r in per_model.values() for a in r["accuracies"]]
-    m, s = mean_std(every)
-    result = {"synthetic": args.synthetic, "dataset": dataset, "models": models, "eval_models": args.eval_models,
-              "eval_epochs": args.eval_epochs, "seed": seed, "per_model": per_model, "accuracy_mean": m,
-              "accuracy_std": s}
-    if every:
-        lines.append(f"{dataset} all {len(models)} architectures: {100 * m:.2f} ± {100 * s:.2f} % over "
-                     f"{len(every)} networks")
-    return result, "\n".join(lines) if lines else "no models evaluated"

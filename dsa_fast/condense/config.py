@@ -1,136 +1,180 @@
-"""The one place that holds the condensation settings and their published defaults.
+"""The settings every method shares, ``CondenseConfig`` that holds a run's values, and ``resolve``.
 
 ``CondenseConfig()`` is the published DSA setting (docs/semantics.md §5: ``main.py --method DSA``);
 ``main_job_config()`` is the reduced run that ``python -m dsa_fast.condense`` does with no
 arguments. ``resolve()`` fills in the settings whose default depends on others (loops from ipc,
-strategy from the dataset, device from what is available) so the saved ``config.json`` states
-exactly what ran.
+strategy from the dataset or the method, device from what is available) so the saved
+``config.json`` states exactly what ran.
+
+The shared settings are declared once in ``SETTINGS`` (default, help, choices); each method adds
+its own (``methods``), and its published defaults where they differ from these.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from ..params import RNG_MODES
+from .batched import MATCHINGS
+from .data import DATASETS, get_dataset
+from .ensemble import MODES as EVAL_MODES
+from .methods import Method, get_method, method_names, methods
+from .networks import check_model_name, model_names
+from .command import run_seed
 from .rng import check_run_seed
+from .settings import Setting
+from .steps import COMPILE_MODES
 
-DATASETS: Tuple[str, ...] = ("MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR100")
-INITS: Tuple[str, ...] = ("noise", "real")
-DIS_METRICS: Tuple[str, ...] = ("ours", "mse", "cos")
-METHODS: Tuple[str, ...] = ("dsa", "dc", "dm")
-RNGS: Tuple[str, ...] = ("compat", "device")  # dsa_fast.params.RNG_MODES
-COMPILE: Tuple[str, ...] = ("off", "on")  # steps.COMPILE_MODES
+def _per_method(name: str) -> str:
+    """'1000 (dsa, dc), 20000 (dm)': a setting's published default per method."""
+    by_value: Dict[str, list] = {}
+    for m in methods():
+        if name in m.defaults:
+            by_value.setdefault(str(m.defaults[name]), []).append(m.name)
+    return ", ".join(f"{v} ({', '.join(names)})" for v, names in by_value.items())
 
-# Published defaults that differ by method (main.py --method DSA/DC; main_DM.py), applied where the
-# setting is None.
-METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "dsa": {"iterations": 1000, "lr_img": 0.1},
-    "dc": {"iterations": 1000, "lr_img": 0.1},
-    "dm": {"iterations": 20000, "lr_img": 1.0},
-}
-# main_DM.py uses its default strategy for every dataset.
-DM_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
-# get_loops(ipc) of the official code: (outer_loop, inner_loop).
-PUBLISHED_LOOPS: Dict[int, Tuple[int, int]] = {
-    1: (1, 1),
-    10: (10, 50),
-    20: (20, 25),
-    30: (30, 20),
-    40: (40, 15),
-    50: (50, 10),
-}
+def _loops_help() -> str:
+    ipcs = sorted({ipc for m in methods() if m.loops is not None for ipc in m.loops})
+    return "the published value for --ipc " + "/".join(map(str, ipcs))
 
-# The strategy strings of the published DSA commands: no flip for digits.
-PUBLISHED_STRATEGY: Dict[str, str] = {
-    "MNIST": "color_crop_cutout_scale_rotate",
-    "SVHN": "color_crop_cutout_scale_rotate",
-    "FashionMNIST": "color_crop_cutout_flip_scale_rotate",
-    "CIFAR10": "color_crop_cutout_flip_scale_rotate",
-    "CIFAR100": "color_crop_cutout_flip_scale_rotate",
-}
 
-# Settings that change what a run computes. A checkpoint is only resumed under the same values.
-# (device, out, checkpoint_every, log_every, eval_mode, compile and matching do not change the
-# mathematics; they change the float summation order only.)
-RUN_IDENTITY: Tuple[str, ...] = (
-    "method", "dataset", "data_path", "ipc", "outer_loop", "inner_loop", "iterations", "init", "strategy",
-    "dis_metric", "lr_img", "lr_net", "batch_real", "batch_train", "model", "eval_every",
-    "eval_models", "eval_epochs", "seed", "rng",
+def _strategy_help() -> str:
+    own = "; ".join(f"{m.name}: {m.strategy}" for m in methods() if m.strategy is not None)
+    return "the published one for the dataset" + (f" ({own})" if own else "")
+
+
+# The shared settings, in the order of config.json and of the command's help. Published defaults
+# (docs/semantics.md §5; for DM, the official main_DM.py); None: derived (``derived`` says from what).
+# ``identity=False``: the setting does not change the mathematics (device, out, checkpoint_every,
+# log_every, eval_mode, compile and matching change the float summation order at most), so a
+# checkpoint resumes under another value.
+SETTINGS: Tuple[Setting, ...] = (
+    Setting("method", "dsa", lambda: "; ".join(f"{m.name}: {m.help}" for m in methods()), choices=method_names),
+    Setting("dataset", "MNIST", "dataset to condense", choices=lambda: tuple(DATASETS)),
+    Setting("data_path", None, "root folder of the dataset files in torchvision's layout (e.g. <root>/MNIST/raw/*.gz); "
+            "needed for every dataset but MNIST", derived="the embedded MNIST subset"),
+    Setting("ipc", 1, "synthetic images per class", type=int, minimum=1),
+    Setting("outer_loop", None, "outer loops per iteration", type=int, derived=_loops_help),
+    Setting("inner_loop", None, "network epochs per outer loop", type=int, derived=_loops_help),
+    Setting("iterations", None, "condensation iterations", type=int, minimum=0,
+            derived=lambda: _per_method("iterations")),
+    Setting("init", "real", "initial synthetic images: N(0,1) noise or random real images", choices=("noise", "real")),
+    Setting("strategy", None, "DSA strategy ('none': no augmentation)", derived=_strategy_help),
+    Setting("dis_metric", "ours", "gradient distance", choices=("ours", "mse", "cos")),
+    Setting("lr_img", None, "learning rate of the synthetic images (SGD, momentum 0.5)", type=float,
+            derived=lambda: _per_method("lr_img")),
+    Setting("lr_net", 0.01, "learning rate of the network (matching and evaluation)", type=float),
+    Setting("batch_real", 256, "real images per class per outer loop", type=int, minimum=1),
+    Setting("batch_train", 256, "batch size for training networks on the synthetic set", type=int, minimum=1),
+    Setting("model", "ConvNet", lambda: "network: " + model_names()),
+    Setting("eval_every", 500, "evaluate before iterations 0, k, 2k, ... and after the last (0: after the last only)",
+            type=int, minimum=0),
+    Setting("eval_models", 20, "networks trained per evaluation (0: no evaluation)", type=int, minimum=0),
+    Setting("eval_epochs", 1000, "epochs per evaluation network (trains epochs+1 passes, as the official code)",
+            type=int, minimum=1),
+    Setting("eval_mode", "auto", "evaluation networks trained together as one grouped ensemble (auto: where the "
+            "model allows; batch norm trains one by one) or one after another", choices=EVAL_MODES, identity=False),
+    Setting("matching", "auto", "gradient matching: the classes as grouped copies of the network, one pass for all "
+            "(auto: for the ConvNets without batch norm, off the CPU) or one class after another; equal up to float "
+            "rounding", choices=MATCHINGS, identity=False),
+    Setting("device", None, "torch device: cpu, cuda, cuda:<n>, or mps where there is one",
+            derived="cuda if available, else cpu", identity=False),
+    Setting("seed", 0, "seed of every random stream of the run", type=run_seed),
+    Setting("rng", None, "how the iteration draws its augmentations: compat (the official per-class draws, made on "
+            "the host) or device (keys on the device, drawn inside the augmentation op; no host value per step)",
+            choices=RNG_MODES, derived="device on CUDA, compat on the CPU"),
+    Setting("compile", "off", "run the outer step and the inner epoch under torch.compile (CUDA: with CUDA graphs; "
+            "needs --rng device, gradient matching, no batch norm)", choices=COMPILE_MODES, identity=False),
+    Setting("out", None, "output folder", derived="runs/<dataset>-ipc<ipc>-seed<seed>, made unique", identity=False),
+    Setting("checkpoint_every", 10, "write a checkpoint every this many iterations", type=int, minimum=1,
+            identity=False),
+    Setting("log_every", 10, "loss/ETA line (or progress bar update) every this many iterations", type=int,
+            minimum=1, identity=False),
 )
+DEFAULT_METHOD = SETTINGS[0].default
 # What a setting added later meant for runs saved before it existed (config.json, checkpoints).
 SAVED_BEFORE: Dict[str, Any] = {"rng": "compat"}
 
 
-@dataclass
+def all_settings() -> Dict[str, Setting]:
+    """Every setting by name: the shared ones, then each registered method's own."""
+    table = {s.name: s for s in SETTINGS}
+    for m in methods():
+        for s in m.settings:
+            if s.name in table:
+                raise ValueError(f"dsa_fast.condense: method {m.name!r} declares the setting {s.name!r}, which "
+                                 f"exists already")
+            table[s.name] = s
+    return table
+
+
+def _owner(name: str) -> Optional[Method]:
+    return next((m for m in methods() if any(s.name == name for s in m.settings)), None)
+
+
 class CondenseConfig:
     """Settings of one condensation run. Defaults are the published ones (docs/semantics.md §5; for DM, the official main_DM.py).
 
-    ``None`` means "derived": ``iterations`` and ``lr_img`` from ``method`` (``METHOD_DEFAULTS``),
-    ``outer_loop``/``inner_loop`` from ``ipc`` (published table; gradient matching only),
-    ``strategy`` from ``dataset`` (DM: ``DM_STRATEGY``), ``device`` is 'cuda' when available else
-    'cpu', ``rng`` (how the matching draws its augmentations) is 'device' on CUDA and 'compat' (the
-    official per-class draws) elsewhere, ``out`` is ``runs/<dataset>[-<method>]-ipc<ipc>-seed<seed>``. ``data_path=None`` (the default) selects the small MNIST subset
+    ``CondenseConfig(name=value, ...)`` for any setting of ``SETTINGS`` or of a registered method;
+    the others keep their defaults. ``None`` means "derived": ``iterations`` and ``lr_img`` from
+    ``method`` (its ``defaults``), ``outer_loop``/``inner_loop`` from ``ipc`` (the method's
+    published table; methods without loops leave them None), ``strategy`` from ``dataset`` (or the
+    method's own), ``device`` is 'cuda' when available else 'cpu', ``rng`` (how the matching draws
+    its augmentations) is 'device' on CUDA and 'compat' (the official per-class draws) elsewhere,
+    ``out`` is ``runs/<dataset>[-<method>]-ipc<ipc>-seed<seed>``. ``data_path=None`` (the default) selects the small MNIST subset
     shipped in ``dsa_fast/assets`` (MNIST only); any other data is read only from an explicit
     ``data_path``, never from a folder that happens to exist.
     """
 
-    method: str = "dsa"
-    dataset: str = "MNIST"
-    data_path: Optional[str] = None
-    ipc: int = 1
-    outer_loop: Optional[int] = None
-    inner_loop: Optional[int] = None
-    iterations: Optional[int] = None
-    init: str = "real"
-    strategy: Optional[str] = None
-    dis_metric: str = "ours"
-    lr_img: Optional[float] = None
-    lr_net: float = 0.01
-    batch_real: int = 256
-    batch_train: int = 256
-    model: str = "ConvNet"
-    eval_every: int = 500  # evaluate before iterations 0, k, 2k, ... and after the last; 0: last only
-    eval_models: int = 20
-    eval_epochs: int = 1000  # the official epoch_eval_train: trains eval_epochs + 1 passes
-    eval_mode: str = "auto"  # evaluation networks trained together ('ensemble') or one by one
-    matching: str = "auto"  # gradient matching: classes as grouped copies of the net ('grouped') or one by one
-    device: Optional[str] = None
-    seed: int = 0
-    rng: Optional[str] = None  # the iteration's DiffAugment draws: 'compat' (official) or 'device'
-    compile: str = "off"  # 'on': the outer step and the inner epoch under torch.compile (steps.py)
-    out: Optional[str] = None
-    checkpoint_every: int = 10
-    log_every: int = 10
+    def __init__(self, **values: Any):
+        table = all_settings()
+        unknown = sorted(set(values) - set(table))
+        if unknown:
+            raise TypeError(f"CondenseConfig: unknown settings {unknown}")
+        for name, s in table.items():
+            setattr(self, name, values.get(name, s.default))
+
+    def __getattr__(self, name: str) -> Any:
+        # A setting of a method registered after this object was made: its default.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        s = all_settings().get(name)
+        if s is None:
+            raise AttributeError(f"CondenseConfig has no setting {name!r}")
+        return s.default
+
+    def _values(self) -> Dict[str, Any]:
+        return {name: getattr(self, name) for name in all_settings()}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CondenseConfig) and self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the settings are
+
+    def __repr__(self) -> str:
+        return "CondenseConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The shared settings, then those of the run's method (what config.json holds)."""
+        own = get_method(self.method).settings if self.method in method_names() else ()
+        return {s.name: getattr(self, s.name) for s in SETTINGS + tuple(own)}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "CondenseConfig":
         """Build from a dict such as a saved config.json; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(d) - set(all_settings()))
         if unknown:
             raise ValueError(f"dsa_fast.condense: unknown configuration keys {unknown}")
         return cls(**d)
 
     def replace(self, **changes: Any) -> "CondenseConfig":
-        return dataclasses.replace(self, **changes)
+        return CondenseConfig(**{**self._values(), **changes})
 
     def identity(self) -> Dict[str, Any]:
-        """The settings that decide what the run computes (see RUN_IDENTITY)."""
-        d = self.to_dict()
-        return {k: d[k] for k in RUN_IDENTITY}
-
-
-# The DM main job (``main_job_config(method="dm")``): measured in docs/condense.md.
-DM_MAIN_JOB_ITERATIONS = 200
-DM_MAIN_JOB_MODEL = "ConvNetW32"
-DM_MAIN_JOB_BATCH_REAL = 32
-DM_MAIN_JOB_EVAL = {"eval_models": 4, "eval_epochs": 120}
+        """The settings that decide what the run computes (``Setting.identity``)."""
+        return {k: v for k, v in self.to_dict().items() if all_settings()[k].identity}
 
 
 def main_job_config(**overrides: Any) -> CondenseConfig:
@@ -141,8 +185,8 @@ def main_job_config(**overrides: Any) -> CondenseConfig:
     fewer and smaller pieces: ``iterations``, ``batch_real``, ``model`` width, ``eval_models`` and
     ``eval_epochs`` (the baseline gets exactly the same evaluation). Width 32 and 64 real images
     per class because the published ConvNet-128 with 256 takes ~20 s per iteration on such a CPU.
-    With ``method="dm"``: distribution matching at ipc 10 (``DM_MAIN_JOB_*`` counts), the same
-    evaluation.
+    With another ``method``: what its ``main_job`` changes (``dm``: distribution matching at
+    ipc 10, with the same evaluation).
     docs/condense.md gives the measured time and accuracies.
     """
     base = CondenseConfig(
@@ -158,21 +202,20 @@ def main_job_config(**overrides: Any) -> CondenseConfig:
         checkpoint_every=50,
         log_every=20,
     )
-    if overrides.get("method") == "dm":
-        # DM at ipc 10: one cheap image step per iteration, so many iterations fit (docs/condense.md).
-        base = base.replace(method="dm", ipc=10, iterations=DM_MAIN_JOB_ITERATIONS, model=DM_MAIN_JOB_MODEL,
-                            batch_real=DM_MAIN_JOB_BATCH_REAL, checkpoint_every=50, log_every=20, **DM_MAIN_JOB_EVAL)
+    if "method" in overrides:
+        base = base.replace(method=overrides["method"], **get_method(overrides["method"]).main_job)
     return base.replace(**overrides)
 
 
-def published_loops(ipc: int) -> Tuple[int, int]:
-    if ipc not in PUBLISHED_LOOPS:
+def published_loops(method: type, ipc: int) -> Tuple[int, int]:
+    """The method's published (outer_loop, inner_loop) for ``ipc``."""
+    if ipc not in method.loops:
         raise ValueError(
             f"dsa_fast.condense: ipc={ipc} has no published outer/inner loops "
-            f"(published for ipc in {sorted(PUBLISHED_LOOPS)}); give outer_loop and inner_loop "
+            f"(published for ipc in {sorted(method.loops)}); give outer_loop and inner_loop "
             f"explicitly (--outer-loop/--inner-loop)"
         )
-    return PUBLISHED_LOOPS[ipc]
+    return method.loops[ipc]
 
 
 def default_device() -> str:
@@ -219,46 +262,44 @@ def check_device(device: str) -> None:
 
 def default_out(config: CondenseConfig) -> str:
     name = "mnist-subset" if config.data_path is None else config.dataset
-    method = "" if config.method == "dsa" else f"-{config.method}"
+    method = "" if config.method == DEFAULT_METHOD else f"-{config.method}"
     return f"runs/{name}{method}-ipc{config.ipc}-seed{config.seed}"
 
 
 def resolve(config: CondenseConfig) -> CondenseConfig:
     """Check every setting and fill in the derived ones; the result is what config.json records."""
     c = config
-    if c.method not in METHODS:
-        raise ValueError(f"dsa_fast.condense: unknown method {c.method!r}; expected one of {METHODS}")
-    c = c.replace(**{k: v for k, v in METHOD_DEFAULTS[c.method].items() if getattr(c, k) is None})
-    if c.dataset not in DATASETS:
-        raise ValueError(f"dsa_fast.condense: unknown dataset {c.dataset!r}; expected one of {DATASETS}")
-    if c.data_path is None and c.dataset != "MNIST":
+    method = get_method(c.method)
+    c = c.replace(**{k: v for k, v in method.defaults.items() if getattr(c, k) is None})
+    dataset = get_dataset(c.dataset)
+    if c.data_path is None and dataset.embedded is None:
+        shipped = " and ".join(d.name for d in DATASETS.values() if d.embedded is not None)
         raise ValueError(
             f"dsa_fast.condense: {c.dataset} needs a data path (--data-path DIR, the folder that holds the "
-            f"original files); without one only MNIST runs, on the embedded subset"
+            f"original files); without one only {shipped} runs, on the embedded subset"
         )
-    if c.init not in INITS:
-        raise ValueError(f"dsa_fast.condense: unknown init {c.init!r}; expected one of {INITS}")
-    if c.dis_metric not in DIS_METRICS:
-        raise ValueError(f"dsa_fast.condense: unknown dis_metric {c.dis_metric!r}; expected one of {DIS_METRICS}")
-    for name in ("ipc", "batch_real", "batch_train", "eval_epochs", "checkpoint_every", "log_every"):
-        if getattr(c, name) < 1:
-            raise ValueError(f"dsa_fast.condense: {name} must be >= 1, got {getattr(c, name)}")
-    for name in ("iterations", "eval_every", "eval_models"):
-        if getattr(c, name) < 0:
-            raise ValueError(f"dsa_fast.condense: {name} must be >= 0, got {getattr(c, name)}")
+    table = all_settings()
+    for name, s in table.items():
+        owner = _owner(name)
+        if owner is not None and owner is not method and getattr(c, name) != s.default:
+            raise ValueError(f"dsa_fast.condense: {name} applies to method {owner.name!r}, not {c.method!r}; "
+                             f"drop {s.flag}")
+        value = getattr(c, name)
+        if s.minimum is not None and value is not None and value < s.minimum:
+            raise ValueError(f"dsa_fast.condense: {name} must be >= {s.minimum}, got {value}")
     check_run_seed(c.seed)
     if (c.outer_loop is None) != (c.inner_loop is None):
         raise ValueError("dsa_fast.condense: give both outer_loop and inner_loop, or neither")
-    if c.method == "dm":  # one image step per iteration: no loops
+    if method.loops is None:
         if c.outer_loop is not None:
-            raise ValueError("dsa_fast.condense: outer_loop/inner_loop do not apply to method 'dm' (one image step "
-                             "per iteration); drop --outer-loop/--inner-loop")
+            raise ValueError(f"dsa_fast.condense: outer_loop/inner_loop do not apply to method {c.method!r} "
+                             f"({method.no_loops_reason}); drop --outer-loop/--inner-loop")
         outer, inner = None, None
     else:
-        outer, inner = (c.outer_loop, c.inner_loop) if c.outer_loop is not None else published_loops(c.ipc)
+        outer, inner = (c.outer_loop, c.inner_loop) if c.outer_loop is not None else published_loops(method, c.ipc)
         if outer < 1 or inner < 0:
             raise ValueError(f"dsa_fast.condense: need outer_loop >= 1 and inner_loop >= 0, got {outer}, {inner}")
-    default_strategy = DM_STRATEGY if c.method == "dm" else PUBLISHED_STRATEGY[c.dataset]
+    default_strategy = method.strategy if method.strategy is not None else dataset.strategy
     strategy = default_strategy if c.strategy is None else c.strategy
     if strategy not in ("", "none", "None"):
         from .. import TOKENS
@@ -269,34 +310,26 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
                 f"dsa_fast.condense: unknown augmentation {unknown} in strategy {strategy!r}; "
                 f"valid tokens are {', '.join(TOKENS)} joined by '_' (or 'none')"
             )
-    from .networks import check_model_name
-
     check_model_name(c.model)
-    from .batched import MATCHINGS
-    from .ensemble import MODES
-
-    if c.matching not in MATCHINGS:
-        raise ValueError(f"dsa_fast.condense: unknown matching {c.matching!r}; expected one of {MATCHINGS}")
-    if c.eval_mode not in MODES:
-        raise ValueError(f"dsa_fast.condense: unknown eval_mode {c.eval_mode!r}; expected one of {MODES}")
     device = default_device() if c.device is None else c.device
     check_device(device)
     # NB: on the CPU the official draws cost no device round trip, and keep the published bits.
     rng = ("device" if device.startswith("cuda") else "compat") if c.rng is None else c.rng
-    if rng not in RNGS:
-        raise ValueError(f"dsa_fast.condense: unknown rng {rng!r}; expected one of {RNGS}")
-    if c.compile not in COMPILE:
-        raise ValueError(f"dsa_fast.condense: unknown compile setting {c.compile!r}; expected one of {COMPILE}")
+    c = c.replace(rng=rng)
+    for name, s in table.items():
+        choices = s.choice_list()
+        if name not in ("method", "dataset") and choices is not None and getattr(c, name) not in choices:
+            raise ValueError(f"dsa_fast.condense: unknown {name} {getattr(c, name)!r}; expected one of {choices}")
     if c.compile == "on":
-        if c.method == "dm":
-            raise ValueError("dsa_fast.condense: --compile on applies to gradient matching (dsa, dc), not to dm")
-        augments = c.method != "dc" and strategy not in ("", "none", "None")  # dc: none in the iteration
+        if not method.compiles:
+            compiling = ", ".join(m.name for m in methods() if m.compiles)
+            raise ValueError(f"dsa_fast.condense: --compile on applies to {compiling}, not to {c.method}")
+        augments = method.augments and strategy not in ("", "none", "None")
         if rng != "device" and augments:
             raise ValueError("dsa_fast.condense: --compile on needs --rng device (rng='compat' draws on the host)")
     # An absolute data path keeps `--resume` working from another working directory.
     data_path = None if c.data_path is None else os.path.abspath(c.data_path)
-    resolved = c.replace(outer_loop=outer, inner_loop=inner, strategy=strategy, device=device, data_path=data_path,
-                         rng=rng)
+    resolved = c.replace(outer_loop=outer, inner_loop=inner, strategy=strategy, device=device, data_path=data_path)
     if resolved.out is None:
         resolved = resolved.replace(out=default_out(resolved))
     return resolved

@@ -10,7 +10,8 @@ official mixed batch: batch statistics over all classes) and split the embedding
 
 ``dm_loss`` does every class of an iteration in one forward for the real images and one for the
 synthetic ones: for batch norm that is the official computation itself, and for networks whose
-layers treat each sample on its own (instance / group / layer / no norm; ``per_sample``) the
+layers treat each sample on its own (instance / group / layer / no norm; their class declares
+``per_sample``, networks.py) the
 embeddings of a concatenated batch are the per-class embeddings, so it is the official per-class
 loop computed at once (equal up to floating-point summation order). Each class's transform is
 sampled once and applied to its real and its synthetic images. Anything else takes
@@ -19,7 +20,7 @@ host.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -27,31 +28,14 @@ from torch import Tensor, nn
 from .. import DiffAugment, ParamDiffAug, apply, sample_params
 from ..params import NO_AUGMENT
 from .matching import augment_seed, check_match_args
-from .networks import MLP, VGG11, AlexNet, BasicBlock, ConvNet, LeNet, ResNet18, has_batchnorm
-
-# Leaves whose forward treats every sample of a batch on its own in train mode and keeps no state.
-_PER_SAMPLE_LEAVES: Tuple[type, ...] = (
-    nn.Conv2d, nn.Linear, nn.Identity, nn.Flatten, nn.ReLU, nn.Sigmoid, nn.LeakyReLU,
-    nn.AvgPool2d, nn.MaxPool2d, nn.GroupNorm, nn.LayerNorm,
-)
-
-
-# This package's networks and blocks: their forwards only chain the layers they hold (and
-# per-sample functions: relu, flatten, average pooling, the residual sum).
-_PER_SAMPLE_CONTAINERS: Tuple[type, ...] = (nn.Sequential, ConvNet, MLP, LeNet, AlexNet, VGG11, BasicBlock, ResNet18)
+from .networks import has_batchnorm
 
 
 def per_sample(net: nn.Module) -> bool:
-    """True when no layer of ``net`` mixes the samples of a batch: every module is a known
-    per-sample layer or one of this package's networks/containers (whose forwards only chain
-    such layers), and there is no batch norm."""
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            return False
-        if type(m) in _PER_SAMPLE_LEAVES or type(m) in _PER_SAMPLE_CONTAINERS:
-            continue
-        return False
-    return True
+    """True when ``net``'s class declares ``per_sample`` (networks.py: no layer but batch norm
+    mixes the samples of a batch) and it has no batch norm; other networks take the per-class
+    loop."""
+    return getattr(type(net), "per_sample", False) is True and not has_batchnorm(net)
 
 
 def _embed(net: nn.Module, x: Tensor) -> Tensor:

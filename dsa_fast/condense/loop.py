@@ -1,7 +1,8 @@
 """The condensation loop (docs/semantics.md §5), with evaluation, outputs, checkpoints and resume.
 
-One loop for every method: what an iteration does is ``methods.py`` (``dsa``: gradient matching
-with DSA; ``dc``: the same without augmentation; ``dm``: distribution matching). For DSA, one
+One loop for every method: what an iteration does is the method's (``methods/``: ``dsa``, gradient
+matching with DSA; ``dc``, the same without augmentation; ``dm``, distribution matching), given the
+run's public ``methods.RunState``; the loop keeps the rest (``_Run``). For DSA, one
 iteration: a freshly initialised network; for each outer step, per-class real batches and the
 synthetic images of each class, augmented in pairs with a shared seed, give the matching loss
 (``matching.match_loss``); one SGD step on the synthetic images; then, except after the last outer
@@ -51,11 +52,12 @@ from .data import load_tensors
 from . import distributed
 from .distributed import ProcessGroupError, Processes
 from .evaluate import evaluate_set, mean_std, random_real_subset
-from .methods import get_method
+from .methods import RunState, get_method
 from .outputs import CONFIG, METRICS, SUMMARY, SYNTHETIC, SYNTHETIC_PNG, append_jsonl, read_json, read_jsonl, save_png, \
     save_synthetic, write_json, write_jsonl
 from .progress import Progress, plural
 from .rng import STREAM_AUGMENT, STREAM_CONTROL, STREAM_INIT, STREAM_SAMPLE, derive_seed, generator
+from .summary import run_summary
 
 logger = logging.getLogger("dsa_fast.condense")
 
@@ -123,6 +125,17 @@ def _signals_held(out: str):
                 signal.signal(s, handler)
 
 
+def _cloned(x: Any) -> Any:
+    """Copies of the tensors in ``x`` (dicts, lists, tuples): a snapshot the run cannot change."""
+    if isinstance(x, Tensor):
+        return x.detach().clone()
+    if isinstance(x, dict):
+        return {k: _cloned(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_cloned(v) for v in x)
+    return copy.deepcopy(x)
+
+
 def _on_cpu(x: Any) -> Any:
     if isinstance(x, Tensor):
         return x.cpu()
@@ -134,8 +147,8 @@ def _on_cpu(x: Any) -> Any:
 
 
 class _Run:
-    """The state of one run (data, synthetic set, optimiser, generators, metrics) and its steps;
-    ``_condense`` drives it."""
+    """The state of one run (data, synthetic set, optimiser, generators, metrics) and its method;
+    ``_condense`` drives it. ``state`` is what the method sees (``methods.RunState``)."""
 
     def __init__(self, config: CondenseConfig, md5s=None, progress: Optional[bool] = None,
                  dist: Processes = distributed.SINGLE):
@@ -155,18 +168,21 @@ class _Run:
             raise ValueError(f"dsa_fast.condense: classes {[c for c, n in enumerate(counts) if n == 0]} have no "
                              f"training images")
         self.param = ParamDiffAug()  # the evaluation's: official draws from its seeded generators
-        self.match_param = ParamDiffAug(rng=config.rng)  # the iteration's
-        # rng='device': the per-class keys (steps.class_keys) from this base and the global outer-step
-        # counter, which lives on the device and goes into the checkpoint.
-        self.key_base = derive_seed(config.seed, STREAM_AUGMENT)
-        self.key_step = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.steps = None  # steps.MatchingSteps, built by the method at its first iteration
-        self.method = get_method(config.method)
         self.control = generator("cpu", derive_seed(config.seed, STREAM_CONTROL))
         self.sampler = generator(self.device, derive_seed(config.seed, STREAM_SAMPLE))
-        self.image_syn = self._initial_set().requires_grad_(True)
-        self.label_syn = torch.arange(self.num_classes, device=self.device).repeat_interleave(config.ipc)
-        self.opt_img = torch.optim.SGD([self.image_syn], lr=config.lr_img, momentum=0.5)
+        image_syn = self._initial_set().requires_grad_(True)
+        self.state = RunState(
+            config=config, dataset=info, device=self.device, image_syn=image_syn,
+            label_syn=torch.arange(self.num_classes, device=self.device).repeat_interleave(config.ipc),
+            opt_img=torch.optim.SGD([image_syn], lr=config.lr_img, momentum=0.5),
+            param=ParamDiffAug(rng=config.rng),  # the iteration's
+            control=self.control,
+            # rng='device': the per-class keys (steps.class_keys) from this base and the global
+            # outer-step counter, which lives on the device and goes into the checkpoint.
+            key_base=derive_seed(config.seed, STREAM_AUGMENT),
+            key_step=torch.zeros((), dtype=torch.int64, device=self.device),
+            dist=dist, train=self.train, sample_real=self.sample_real)
+        self.method = get_method(config.method)(self.state)
         self.iteration = 0
         self.metrics: List[Dict[str, Any]] = []
         # Loss accumulators stay on the device: (sum, count) since the last evaluation and log line.
@@ -179,6 +195,12 @@ class _Run:
         self.last_eval = (0, 0.0)  # (iteration, train_seconds) at the previous evaluation
         self.last_complete: Optional[Dict[str, Any]] = None  # snapshot() after the last complete iteration
         self.start_time = time.perf_counter()
+
+    # The run state the loop itself reads too.
+    image_syn = property(lambda self: self.state.image_syn)
+    label_syn = property(lambda self: self.state.label_syn)
+    opt_img = property(lambda self: self.state.opt_img)
+    key_step = property(lambda self: self.state.key_step)
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -213,6 +235,7 @@ class _Run:
             "opt_img": copy.deepcopy(self.opt_img.state_dict()),  # the momentum buffer changes in place
             "rng": rng_state({"control": self.control, "sampler": self.sampler}),
             "key_step": self.key_step.clone(),
+            "method_state": _cloned(self.method.state_dict()),
             "metrics": list(self.metrics),
             "eval_loss": self.eval_loss.clone(), "eval_count": self.eval_count,
             "log_loss": self.log_loss.clone(), "log_count": self.log_count,
@@ -238,6 +261,7 @@ class _Run:
         set_rng_state(state["rng"], {"control": self.control, "sampler": self.sampler})
         if "key_step" in state:
             self.key_step.copy_(state["key_step"])
+        self.method.load_state_dict(state.get("method_state", {}))  # none before methods kept state
         self.iteration = int(state["iteration"])
         self.metrics = list(state["metrics"])
         self.eval_loss, self.eval_count = state["eval_loss"].to(self.device), int(state["eval_count"])
@@ -259,9 +283,9 @@ class _Run:
         # of the checkpointed state.
         seed = int(torch.randint(0, 2**62, (1,), generator=self.control))
         torch.manual_seed(seed)
-        if self.match_param.rng == "device":  # the inner loop's per-sample keys (dsa_fast.unseeded_counter)
+        if self.state.param.rng == "device":  # the inner loop's per-sample keys (dsa_fast.unseeded_counter)
             unseeded_counter(self.image_syn.device).fill_(seed & KEY_MASK)
-        loss = self.method.iteration(self)
+        loss = self.method.iteration()
         self.eval_loss += loss
         self.log_loss += loss
         self.eval_count += 1
@@ -511,34 +535,14 @@ def _iterate(run: _Run, ckpt_path: str, progress: Optional[bool], on_iteration) 
         final = next((m for m in run.metrics if m["iteration"] == cfg.iterations), None) or run.evaluate()
     elif run.dist.writer:
         run.save_set()
-    summary: Dict[str, Any] = {
-        "dataset": cfg.dataset,
-        "method": cfg.method,
-        "data_source": "embedded MNIST subset" if cfg.data_path is None else cfg.data_path,
-        "ipc": cfg.ipc,
-        "model": cfg.model,
-        "iterations": cfg.iterations,
-        "eval_models": cfg.eval_models,
-        "eval_epochs": cfg.eval_epochs,
-        "accuracy_mean": final["accuracy_mean"] if final else None,
-        "accuracy_std": final["accuracy_std"] if final else None,
-        "accuracies": final["accuracies"] if final else [],
-        "baseline_mean": None,
-        "baseline_std": None,
-        "baseline_accuracies": [],
-    }
+    baseline = None
     if evaluating:
         bx, by = random_real_subset(run.train, cfg.ipc, cfg.seed)
-        baccs = run.evaluate_images(bx, by, "random real baseline")
-        summary["baseline_mean"], summary["baseline_std"] = mean_std(baccs)
-        summary["baseline_accuracies"] = baccs
-        logger.info("random real baseline (%s per class): %.2f ± %.2f %%", plural(cfg.ipc, "image"),
-                    100 * summary["baseline_mean"], 100 * summary["baseline_std"])
-    summary["wall_seconds"] = round(run.wall(), 3)
-    summary["condense_seconds"] = round(run.train_seconds, 3)
-    summary["device"] = cfg.device
-    summary["seed"] = cfg.seed
-    summary.update(run.dist.describe(cfg.device))  # [distributed] the processes that ran the last part
+        baseline = run.evaluate_images(bx, by, "random real baseline")
+        bm, bs = mean_std(baseline)
+        logger.info("random real baseline (%s per class): %.2f ± %.2f %%", plural(cfg.ipc, "image"), 100 * bm, 100 * bs)
+    # [distributed] the processes that ran the last part
+    summary = run_summary(cfg, final, baseline, run.wall(), run.train_seconds, run.dist.describe(cfg.device))
     if run.dist.writer:
         write_json(os.path.join(out, SUMMARY), summary)
     return RunResult(out, run.image_syn.detach().cpu(), run.label_syn.cpu(), run.metrics, summary)

@@ -16,15 +16,24 @@ final Linear reads (distribution matching compares their class means). Sizes tha
 definitions hard-code (the first Linear of MLP and LeNet, the classifier of AlexNet and
 ResNet18BN_AP) are computed from the input shape here; for the official shapes (1x28x28, 3x32x32)
 they are the official numbers, and 1x32x32 and 3x28x28 inputs work too.
+
+Every network class declares ``per_sample``: True when, in train mode, no layer but batch norm
+mixes the samples of a batch (instance / group / layer / no norm), so that a forward of several
+classes' images at once gives each image the embedding a forward of its class alone gives
+(distribution matching then takes every class in one forward, ``dm.dm_loss``).
+``register_network`` refuses a class that does not say.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+
+from .registry import Registry
 
 ACTIVATIONS = ("relu", "sigmoid", "leakyrelu")
 NORMS = ("none", "batchnorm", "layernorm", "instancenorm", "groupnorm")
@@ -52,6 +61,16 @@ _SUFFIXES: Dict[str, Dict[str, object]] = {
     "MP": {"pooling": "maxpooling"},
     "AP": {"pooling": "avgpooling"},
 }
+
+
+def _convnet_names() -> str:
+    """'ConvNet, ConvNetW<k>, ConvNetD<k>, ConvNetAS/AR/AL, ...': the ConvNet family, one group
+    per setting its suffixes change."""
+    groups: Dict[str, list] = {}
+    for suffix, change in _SUFFIXES.items():
+        for key in change:
+            groups.setdefault(key, []).append(suffix)
+    return ", ".join(["ConvNet", "ConvNetW<k>", "ConvNetD<k>"] + ["ConvNet" + "/".join(g) for g in groups.values()])
 
 
 def parse_model_name(name: str) -> Dict[str, object]:
@@ -107,6 +126,8 @@ def _pooling(pooling: str) -> nn.Module:
 
 class ConvNet(nn.Module):
     """x: [N, channel, H, W] -> logits [N, num_classes]."""
+
+    per_sample = True  # every norm but batch norm (which has_batchnorm finds) is per sample
 
     def __init__(
         self,
@@ -212,6 +233,8 @@ def _norm2d(norm: str, c: int) -> nn.Module:
 class MLP(nn.Module):
     """flatten -> Linear(C*H*W, 128) -> ReLU -> Linear(128, 128) -> ReLU -> Linear(128, classes)."""
 
+    per_sample = True
+
     def __init__(self, channel: int, num_classes: int, im_size: Tuple[int, int]):
         super().__init__()
         self.fc_1 = nn.Linear(channel * int(im_size[0]) * int(im_size[1]), 128)
@@ -228,6 +251,8 @@ class MLP(nn.Module):
 class LeNet(nn.Module):
     """Conv5x5 6 (pad 2 for 1 channel) -> ReLU -> MaxPool2 -> Conv5x5 16 -> ReLU -> MaxPool2 ->
     Linear 120 -> ReLU -> Linear 84 -> ReLU -> Linear classes."""
+
+    per_sample = True
 
     def __init__(self, channel: int, num_classes: int, im_size: Tuple[int, int]):
         super().__init__()
@@ -253,6 +278,8 @@ class AlexNet(nn.Module):
     """Conv5x5 128 (pad 4 for 1 channel, else 2), MaxPool2, Conv5x5 192, MaxPool2, Conv3x3 256, 192,
     192, MaxPool2 (ReLU after every conv; BatchNorm before it with ``batchnorm=True``) ->
     Linear classes."""
+
+    per_sample = True
 
     def __init__(self, channel: int, num_classes: int, im_size: Tuple[int, int], batchnorm: bool = False):
         super().__init__()
@@ -292,6 +319,8 @@ class VGG11(nn.Module):
     input smaller than 32 pixels is padded by 3 too, since five poolings would leave nothing of a
     28x28 map (the official definition fails there).
     """
+
+    per_sample = True
 
     def __init__(self, channel: int, num_classes: int, im_size: Tuple[int, int], norm: str = "instancenorm"):
         super().__init__()
@@ -353,6 +382,8 @@ class ResNet18(nn.Module):
     Linear(512, classes). ``avgpool=True``: ResNet18BN_AP (2x2 average pooling for every stride 2,
     final avg_pool2d(1), Linear over the whole 512 x h x w map)."""
 
+    per_sample = True
+
     def __init__(self, channel: int, num_classes: int, im_size: Tuple[int, int], norm: str = "instancenorm",
                  avgpool: bool = False):
         super().__init__()
@@ -384,18 +415,41 @@ class ResNet18(nn.Module):
         return self.classifier(self.embed(x))
 
 
-def _pool_builders() -> Dict[str, Callable[[int, int, Tuple[int, int]], nn.Module]]:
-    return {
-        "MLP": MLP,
-        "LeNet": LeNet,
-        "AlexNet": AlexNet,
-        "AlexNetBN": lambda c, k, s: AlexNet(c, k, s, batchnorm=True),
-        "VGG11": VGG11,
-        "VGG11BN": lambda c, k, s: VGG11(c, k, s, norm="batchnorm"),
-        "ResNet18": ResNet18,
-        "ResNet18BN": lambda c, k, s: ResNet18(c, k, s, norm="batchnorm"),
-        "ResNet18BN_AP": lambda c, k, s: ResNet18(c, k, s, norm="batchnorm", avgpool=True),
-    }
+POOL: Registry[Callable[[int, int, Tuple[int, int]], nn.Module]] = Registry("model")
 
 
-POOL = _pool_builders()
+def register_network(name: str, cls: type, **options: Any) -> None:
+    """Make ``name`` a model: ``cls(channel, num_classes, im_size, **options)``. ``cls`` must
+    declare ``per_sample`` (a bool, see the module docstring) and have ``embed(x)``."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"dsa_fast.condense: register_network({name!r}) takes an nn.Module class, got {cls!r}")
+    if not isinstance(getattr(cls, "per_sample", None), bool):
+        raise TypeError(f"dsa_fast.condense: network class {cls.__name__} must declare per_sample = True or False "
+                        f"(True: in train mode no layer but batch norm mixes the samples of a batch)")
+    if not callable(getattr(cls, "embed", None)):
+        raise TypeError(f"dsa_fast.condense: network class {cls.__name__} has no embed(x) (the features its last "
+                        f"layer reads)")
+    if re.fullmatch(r"ConvNet\w*", name):
+        raise ValueError(f"dsa_fast.condense: model names ConvNet... are the ConvNet family's; not {name!r}")
+    POOL.add(name, functools.partial(cls, **options) if options else cls)
+
+
+def unregister_network(name: str) -> None:
+    POOL.remove(name)
+
+
+def model_names() -> str:
+    """The accepted models, for the help."""
+    return ", ".join([_convnet_names()] + list(POOL))
+
+
+# The cross-architecture pool of the official code.
+register_network("MLP", MLP)
+register_network("LeNet", LeNet)
+register_network("AlexNet", AlexNet)
+register_network("AlexNetBN", AlexNet, batchnorm=True)
+register_network("VGG11", VGG11)
+register_network("VGG11BN", VGG11, norm="batchnorm")
+register_network("ResNet18", ResNet18)
+register_network("ResNet18BN", ResNet18, norm="batchnorm")
+register_network("ResNet18BN_AP", ResNet18, norm="batchnorm", avgpool=True)

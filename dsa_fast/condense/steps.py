@@ -71,7 +71,7 @@ def _traced(fn, device: torch.device):
 
 
 class MatchingSteps:
-    """The outer step and the inner epoch of one run (``methods.GradientMatching``).
+    """The outer step and the inner epoch of one run (``methods.gradient.GradientMatching``).
 
     ``net`` is the run's network (re-initialised by ``reset`` each iteration); ``image_syn`` the
     synthetic set (leaf, requires grad) with ``opt_img`` its SGD. ``key_base`` (rng='device'): the
