@@ -42,7 +42,7 @@ from bench_loop_ops import is_metadata_op  # noqa: E402
 
 from dsa_fast import DiffAugment, ParamDiffAug  # noqa: E402
 from dsa_fast.condense.functional import FlatNetwork  # noqa: E402
-from dsa_fast.condense.mtt import mtt_loss  # noqa: E402
+from dsa_fast.condense.methods.mtt import mtt_loss  # noqa: E402
 from dsa_fast.condense.networks import ConvNet  # noqa: E402
 
 STRATEGY = "color_crop_cutout_flip_scale_rotate"

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from dsa_fast import DiffAugment, ParamDiffAug
 from dsa_fast.condense.functional import FlatNetwork
-from dsa_fast.condense.mtt import augmenter, mtt_loss
+from dsa_fast.condense.methods.mtt import augmenter, mtt_loss
 from dsa_fast.condense.networks import get_network
 from dsa_fast.condense.zca import ZCA, fit_zca, whitening_matrix
 

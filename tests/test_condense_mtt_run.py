@@ -9,7 +9,8 @@ import shutil
 import pytest
 import torch
 
-from dsa_fast.condense import cli, experts as experts_mod, mtt as mtt_mod
+from dsa_fast.condense import cli, evaluate_command, experts as experts_mod
+from dsa_fast.condense.methods import mtt as mtt_mod
 from dsa_fast.condense.config import CondenseConfig, main_job_config
 from dsa_fast.condense.data import TensorDataset, load_tensors
 from dsa_fast.condense import evaluate as evaluate_mod
@@ -183,7 +184,7 @@ def test_bad_input_gets_one_clear_line(expert_folder, tmp_path, capsys):
     err = _one_line_error(capsys, _run_args(expert_folder, "--ipc", "0"), out)
     assert "ipc must be >= 1, got 0" in err
     err = _one_line_error(capsys, ["--method", "dsa", "--syn-steps", "3"], out)
-    assert "--syn-steps apply to --method mtt only" in err
+    assert "syn_steps applies to method 'mtt', not 'dsa'; drop --syn-steps" in err
     err = _one_line_error(capsys, ["--method", "mtt", "--data-path", str(tmp_path)], out)
     assert "--method mtt needs --experts DIR" in err
 
@@ -195,17 +196,17 @@ def test_evaluate_command_trains_at_the_sets_learned_step_size(tmp_path, monkeyp
         seen.append(lr)
         return [0.5]
 
-    monkeypatch.setattr(cli, "evaluate_set", fake_evaluate_set)
+    monkeypatch.setattr(evaluate_command, "evaluate_set", fake_evaluate_set)
     path = str(tmp_path / "synthetic.pt")
     syn = {"images": torch.zeros(10, 1, 28, 28), "labels": torch.arange(10), "dataset": "MNIST",
            "data_source": "embedded", "lr_net": 0.0234, "zca": "off"}
     torch.save(syn, path)
-    assert cli.evaluate_main([path, "--eval-models", "1", "--baseline"], prog="dsa-evaluate") == 0
+    assert evaluate_command.main([path, "--eval-models", "1", "--baseline"], prog="dsa-evaluate") == 0
     assert seen == [0.0234, 0.01]  # the set at its α, the baseline at lr_net
-    assert cli.evaluate_main([path, "--eval-models", "1", "--lr-net", "0.05"], prog="dsa-evaluate") == 0
+    assert evaluate_command.main([path, "--eval-models", "1", "--lr-net", "0.05"], prog="dsa-evaluate") == 0
     assert seen[-1] == 0.05
     torch.save({**syn, "zca": "on"}, path)
     capsys.readouterr()
-    assert cli.evaluate_main([path], prog="dsa-evaluate") == 1
+    assert evaluate_command.main([path], prog="dsa-evaluate") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ZCA-whitened" in err

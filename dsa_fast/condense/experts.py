@@ -51,6 +51,7 @@ MANIFEST = "experts.json"
 ZCA_FILE = "zca.pt"
 # The trajectory-matching code's augmentation for every dataset (its default dsa_strategy).
 MTT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+ZCA_DATASETS = ("CIFAR10", "CIFAR100")  # whitened by default, as in the published runs
 
 
 class ExpertsError(ValueError):
@@ -83,11 +84,9 @@ class ExpertSettings:
         return d
 
     def check(self) -> None:
-        from .config import DATASETS
-
-        if self.dataset not in DATASETS:
+        if self.dataset not in INFO:
             raise ExpertsError(f"dsa_fast.condense: unknown dataset {self.dataset!r}; expected one of "
-                               f"{DATASETS}")
+                               f"{tuple(INFO)}")
         if self.data_path is None and self.dataset != "MNIST":
             raise ExpertsError(f"dsa_fast.condense: {self.dataset} needs --data-path DIR (without it only "
                                f"MNIST, on the embedded subset)")

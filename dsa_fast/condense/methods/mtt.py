@@ -1,4 +1,4 @@
-"""Trajectory matching (MTT: Cazenavette et al., CVPR 2022), one iteration as its distill.py runs it.
+"""``mtt``: trajectory matching (Cazenavette et al., CVPR 2022), one iteration as its distill.py runs it.
 
 1. The next expert k of a shuffled round-robin order and a start epoch s uniform in
    [0, max_start_epoch); θ_0 = snapshot s of expert k, θ* = snapshot s + expert_epochs.
@@ -13,34 +13,30 @@
 instead of ``syn_steps`` of them. The augmentation runs outside the recomputed part, so what a step
 sees does not depend on the random state at recomputation.
 
-The evaluation trains its networks with the learned α as their learning rate.
+The experts (``experts.py``) are read from ``--experts``; the embedded main job trains its own into
+the runs folder once. With ``--zca on`` the run works on images whitened as the experts were. The
+evaluation trains its networks with the learned α as their learning rate.
 """
 from __future__ import annotations
 
-import copy
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .. import DiffAugment, ParamDiffAug
-from .experts import Experts, ExpertSettings, ExpertsError, load_zca, mtt_param, train_experts, whiten
-from .functional import FlatNetwork
-from .networks import get_network
+from ... import DiffAugment, ParamDiffAug
+from ..data import INFO
+from ..experts import MTT_STRATEGY, ZCA_DATASETS, Experts, ExpertSettings, ExpertsError, load_zca, train_experts, whiten
+from ..functional import FlatNetwork
+from ..networks import get_network
+from ..settings import Setting
+from .base import Method
 
-if TYPE_CHECKING:  # the run state; loop.py imports methods.py, which imports this module
-    from .loop import _Run
-
-# The published defaults (distill.py), the method's own settings (config.py applies them).
-DEFAULTS: Dict[str, Any] = {
-    "iterations": 5000, "lr_img": 1000.0, "syn_steps": 20, "expert_epochs": 3, "max_start_epoch": 25,
-    "lr_lr": 1e-05, "lr_teacher": 0.01,
-}
-# The published CIFAR-100 ipc 1 command starts no later than epoch 20.
+ON_OFF = ("off", "on")
+# The published CIFAR-100 ipc 1 command starts no later than epoch 20 (distill.py's default: 25).
 MAX_START_EPOCH_CIFAR100_IPC1 = 20
 
 # The main job's experts (``python -m dsa_fast.condense --method mtt``): a few short ones on the
@@ -100,33 +96,70 @@ def main_job_experts(out: str, model: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(out)), f"mnist-subset-experts-{model}")
 
 
-@dataclass
-class MTTState:
-    """What trajectory matching adds to a run: the experts, the student network, α and its
-    optimiser, and the expert order (a shuffled round robin)."""
+class MTT(Method):
+    name = "mtt"
+    help = ("trajectory matching (with DSA; expert trajectories from the sub-command "
+            "'python -m dsa_fast.condense experts')")
+    defaults = {"iterations": 5000, "lr_img": 1000.0}  # distill.py
+    no_loops_reason = "one image step per iteration, from an expert trajectory"
+    strategy = MTT_STRATEGY  # distill.py's default, for every dataset
+    align_corners = True  # the MTT family's copy of DiffAugment
+    settings = (
+        Setting("experts", None, "folder of expert trajectories (the experts sub-command writes one)",
+                derived="the main job's own, trained beside its run folder; required with --dataset/--data-path"),
+        Setting("syn_steps", 20, "student steps on the synthetic set per iteration", type=int, minimum=1),
+        Setting("expert_epochs", 3, "expert epochs the student steps are matched against", type=int, minimum=1),
+        Setting("max_start_epoch", None, "the start epoch is drawn from [0, max_start_epoch)", type=int, minimum=1,
+                derived=f"25; {MAX_START_EPOCH_CIFAR100_IPC1} for CIFAR100 ipc 1"),
+        Setting("lr_lr", 1e-05, "learning rate of the learned student step size (SGD, momentum 0.5)", type=float,
+                minimum=0),
+        Setting("lr_teacher", 0.01, "initial student step size (the experts' learning rate)", type=float),
+        Setting("batch_syn", None, "synthetic images per student step", type=int, minimum=1,
+                derived="ipc x classes (the whole set)"),
+        Setting("zca", None, "whitened images (the experts' ZCA whitening)", choices=ON_OFF,
+                derived="on for CIFAR10/CIFAR100, off otherwise"),
+        Setting("mtt_checkpoint", "off", "recompute each student step's forward in the backward (same loss and "
+                "gradients, the memory of one step instead of syn_steps)", choices=ON_OFF, identity=False),
+    )
+    # The embedded main job: measured in docs/condense.md; its experts are MAIN_JOB_*.
+    main_job = {"iterations": 40, "syn_steps": 10, "expert_epochs": 2, "max_start_epoch": 2, "lr_img": 1000.0,
+                "model": "ConvNetW16", "strategy": "color_crop_cutout_scale_rotate"}
 
-    experts: Experts
-    fnet: FlatNetwork
-    syn_lr: Tensor
-    opt_lr: torch.optim.Optimizer
-    order: List[int]
-    position: int
+    @classmethod
+    def resolve(cls, c):
+        """The derived settings (start epoch bound, batch_syn, zca) and the checks that need no file."""
+        fill: Dict[str, Any] = {}
+        if c.max_start_epoch is None:
+            fill["max_start_epoch"] = MAX_START_EPOCH_CIFAR100_IPC1 if c.dataset == "CIFAR100" and c.ipc == 1 else 25
+        if c.batch_syn is None:
+            fill["batch_syn"] = c.ipc * INFO[c.dataset].num_classes
+        if c.zca is None:
+            fill["zca"] = "on" if c.dataset in ZCA_DATASETS else "off"
+        c = c.replace(**fill)
+        if not c.lr_teacher > 0:
+            raise ValueError(f"dsa_fast.condense: lr_teacher must be > 0, got {c.lr_teacher}")
+        if c.experts is None:
+            if c.data_path is not None:
+                raise ValueError("dsa_fast.condense: --method mtt needs --experts DIR, a folder of expert "
+                                 "trajectories (python -m dsa_fast.condense experts --help)")
+            if c.zca == "on":
+                raise ValueError("dsa_fast.condense: the main job's own experts are not whitened; give --experts "
+                                 "DIR for --zca on")
+            return c
+        return c.replace(experts=os.path.abspath(c.experts))  # --resume from another working directory
 
-
-class TrajectoryMatching:
-    """``mtt``: the method object of ``methods.METHODS``; its per-run state is ``run.mtt``."""
-
-    def setup(self, run: "_Run") -> None:
+    def __init__(self, state):
         """Open (for the main job: train when missing) the experts, whiten the data as they were,
         build the student network and α. Bad experts raise ``ExpertsError`` before any output."""
-        cfg = run.cfg
+        super().__init__(state)
+        cfg = state.config
         folder = cfg.experts
         if folder is None:  # the main job: its own experts, trained once
             folder = main_job_experts(cfg.out, cfg.model)
             settings = ExpertSettings(dataset=cfg.dataset, data_path=None, model=cfg.model,
                                       epochs=MAIN_JOB_EXPERT_EPOCHS, lr=cfg.lr_teacher, batch=cfg.batch_train,
                                       strategy=cfg.strategy, seed=MAIN_JOB_EXPERT_SEED)
-            train_experts(settings, MAIN_JOB_EXPERTS, folder, device=cfg.device, progress=run.progress)
+            train_experts(settings, MAIN_JOB_EXPERTS, folder, device=str(state.device), progress=state.progress)
         experts = Experts(folder)
         experts.check_run(cfg.dataset, cfg.data_path, cfg.model, cfg.zca == "on")
         if cfg.max_start_epoch + cfg.expert_epochs > experts.epochs:
@@ -134,54 +167,58 @@ class TrajectoryMatching:
                 f"dsa_fast.condense: max_start_epoch {cfg.max_start_epoch} + expert_epochs {cfg.expert_epochs} = "
                 f"{cfg.max_start_epoch + cfg.expert_epochs} is beyond the {experts.epochs} epochs of the experts in "
                 f"{folder}; lower --max-start-epoch or --expert-epochs, or train longer experts")
-        if cfg.zca == "on":
+        if cfg.zca == "on":  # the run's data, and an initial set of real images, in the experts' space
             zca = load_zca(folder)
-            run.train, run.test = whiten(run.train, zca), whiten(run.test, zca)
-        info = run.info
-        fnet = FlatNetwork(get_network(cfg.model, info.channel, run.num_classes, info.im_size, device=run.device))
-        if fnet.num_params != experts.manifest["num_params"]:
+            state.train, state.test = whiten(state.train, zca), whiten(state.test, zca)
+            if cfg.init == "real":
+                with torch.no_grad():
+                    state.image_syn.copy_(zca(state.image_syn))
+        info = state.dataset
+        self.fnet = FlatNetwork(get_network(cfg.model, info.channel, info.num_classes, info.im_size,
+                                            device=state.device))
+        if self.fnet.num_params != experts.manifest["num_params"]:
             raise ExpertsError(f"dsa_fast.condense: the experts in {folder} have {experts.manifest['num_params']} "
-                               f"parameters, {cfg.model} here {fnet.num_params}")
-        run.param = mtt_param()  # the evaluation's augmentation: the MTT family's
-        run.match_param = ParamDiffAug(rng=cfg.rng, align_corners=True)
-        syn_lr = torch.tensor(cfg.lr_teacher, device=run.device).requires_grad_(True)
-        run.mtt = MTTState(experts, fnet, syn_lr, torch.optim.SGD([syn_lr], lr=cfg.lr_lr, momentum=0.5), [], 0)
+                               f"parameters, {cfg.model} here {self.fnet.num_params}")
+        self.experts = experts
+        self.syn_lr = torch.tensor(cfg.lr_teacher, device=state.device).requires_grad_(True)
+        self.opt_lr = torch.optim.SGD([self.syn_lr], lr=cfg.lr_lr, momentum=0.5)
+        self.order: List[int] = []  # the expert order of this pass (a shuffled round robin)
+        self.position = 0
 
-    def iteration(self, run: "_Run") -> Tensor:
-        cfg, st = run.cfg, run.mtt
-        if st.position >= len(st.order):
-            perm = torch.randperm(len(st.experts.indices), generator=run.control).tolist()
-            st.order, st.position = [st.experts.indices[i] for i in perm], 0
-        k = st.order[st.position]
-        st.position += 1
-        s = int(torch.randint(0, cfg.max_start_epoch, (1,), generator=run.control))
-        start, target = st.experts.snapshots(k, (s, s + cfg.expert_epochs)).to(run.device)
-        loss = mtt_loss(st.fnet, start, target, run.image_syn, run.label_syn, st.syn_lr, syn_steps=cfg.syn_steps,
-                        batch_syn=cfg.batch_syn or run.image_syn.shape[0],
-                        augment=augmenter(cfg.strategy, run.match_param), checkpointed=cfg.mtt_checkpoint == "on")
-        run.opt_img.zero_grad(set_to_none=True)
-        st.opt_lr.zero_grad(set_to_none=True)
-        loss.backward(inputs=[run.image_syn, st.syn_lr])
-        run.opt_img.step()
-        st.opt_lr.step()
+    def iteration(self) -> Tensor:
+        s = self.state
+        cfg = s.config
+        if self.position >= len(self.order):
+            perm = torch.randperm(len(self.experts.indices), generator=s.control).tolist()
+            self.order, self.position = [self.experts.indices[i] for i in perm], 0
+        k = self.order[self.position]
+        self.position += 1
+        start_epoch = int(torch.randint(0, cfg.max_start_epoch, (1,), generator=s.control))
+        start, target = self.experts.snapshots(k, (start_epoch, start_epoch + cfg.expert_epochs)).to(s.device)
+        loss = mtt_loss(self.fnet, start, target, s.image_syn, s.label_syn, self.syn_lr, syn_steps=cfg.syn_steps,
+                        batch_syn=cfg.batch_syn, augment=augmenter(cfg.strategy, s.param),
+                        checkpointed=cfg.mtt_checkpoint == "on")
+        s.opt_img.zero_grad(set_to_none=True)
+        self.opt_lr.zero_grad(set_to_none=True)
+        loss.backward(inputs=[s.image_syn, self.syn_lr])
+        s.opt_img.step()
+        self.opt_lr.step()
         return loss.detach()
 
-    def eval_lr(self, run: "_Run") -> float:
+    def eval_lr(self) -> Optional[float]:
         """The evaluation's learning rate: the learned α."""
-        return float(run.mtt.syn_lr.detach())
+        return float(self.syn_lr.detach())
 
-    def outputs(self, run: "_Run") -> Dict[str, Any]:
+    def outputs(self) -> Dict[str, Any]:
         """What ``synthetic.pt`` adds: the evaluation's learning rate (α) and the whitening setting."""
-        return {"lr_net": self.eval_lr(run), "zca": run.cfg.zca}
+        return {"lr_net": self.eval_lr(), "zca": self.state.config.zca}
 
-    def state(self, run: "_Run") -> Dict[str, Any]:
-        st = run.mtt
-        return {"syn_lr": st.syn_lr.detach().clone(), "opt_lr": copy.deepcopy(st.opt_lr.state_dict()),
-                "order": list(st.order), "position": st.position}
+    def state_dict(self) -> Dict[str, Any]:
+        return {"syn_lr": self.syn_lr.detach(), "opt_lr": self.opt_lr.state_dict(), "order": list(self.order),
+                "position": self.position}
 
-    def load_state(self, run: "_Run", state: Dict[str, Any]) -> None:
-        st = run.mtt
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
         with torch.no_grad():
-            st.syn_lr.copy_(state["syn_lr"].to(st.syn_lr.device))
-        st.opt_lr.load_state_dict(state["opt_lr"])
-        st.order, st.position = [int(k) for k in state["order"]], int(state["position"])
+            self.syn_lr.copy_(state["syn_lr"].to(self.syn_lr.device))
+        self.opt_lr.load_state_dict(state["opt_lr"])
+        self.order, self.position = [int(k) for k in state["order"]], int(state["position"])
