@@ -98,8 +98,7 @@ def main_job_experts(out: str, model: str) -> str:
 
 class MTT(Method):
     name = "mtt"
-    help = ("trajectory matching (with DSA; expert trajectories from the sub-command "
-            "'python -m dsa_fast.condense experts')")
+    help = "trajectory matching (with DSA; needs experts)"
     defaults = {"iterations": 5000, "lr_img": 1000.0}  # distill.py
     no_loops_reason = "one image step per iteration, from an expert trajectory"
     strategy = MTT_STRATEGY  # distill.py's default, for every dataset
