@@ -210,3 +210,21 @@ def test_evaluate_command_trains_at_the_sets_learned_step_size(tmp_path, monkeyp
     assert evaluate_command.main([path], prog="dsa-evaluate") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ZCA-whitened" in err
+
+
+def test_zca_experts_whiten_the_run_as_they_were_trained(expert_folder, tmp_path):
+    folder = str(tmp_path / "zca")
+    train_experts(ExpertSettings(model=MODEL, epochs=3, batch=128, zca=True), 1, folder)
+    zca = experts_mod.load_zca(folder)
+    train = _small("MNIST", None, "train", "cpu")
+    assert zca.mean.shape == (784,) and torch.equal(zca.mean, torch.load(os.path.join(folder, "zca.pt"),
+                                                                         weights_only=True)["mean"])
+    white = zca(train.images).reshape(300, -1).double()
+    cov = (white - white.mean(0)).t() @ (white - white.mean(0)) / 299
+    assert cov.diagonal().max() < 1.0  # whitened (eps 0.1 keeps the variances below 1)
+    plain = condense(_config(expert_folder, tmp_path / "plain", iterations=0), progress=False)
+    whitened = condense(_config(folder, tmp_path / "white", iterations=0, zca="on"), progress=False)
+    torch.testing.assert_close(whitened.images, zca(plain.images), rtol=0, atol=0)  # the same real images, whitened
+    one = condense(_config(folder, tmp_path / "one", iterations=1, zca="on"), progress=False)
+    assert torch.isfinite(one.images).all() and not torch.equal(one.images, whitened.images)
+    assert torch.load(tmp_path / "one" / "synthetic.pt", weights_only=True)["zca"] == "on"

@@ -107,18 +107,18 @@ def _differences(saved: Dict[str, Any], wanted: Dict[str, Any]) -> str:
                      for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
 
 
-def prepare_data(settings: ExpertSettings, device, folder: str) -> Tuple[TensorDataset, TensorDataset, Optional[ZCA]]:
+def prepare_data(settings: ExpertSettings, device, folder: str) -> Tuple[TensorDataset, TensorDataset]:
     """The train and test splits on ``device``, whitened when ``settings.zca`` (the whitening of
     ``folder``, fitted on the training set and written there when missing)."""
     train = load_tensors(settings.dataset, settings.data_path, "train", device)
     test = load_tensors(settings.dataset, settings.data_path, "test", device)
     if not settings.zca:
-        return train, test, None
+        return train, test
     path = os.path.join(folder, ZCA_FILE)
     if not os.path.isfile(path):
         atomic_torch_save(fit_zca(train.images, train.info.mean, train.info.std).state(), path)
     zca = load_zca(folder)
-    return whiten(train, zca), whiten(test, zca), zca
+    return whiten(train, zca), whiten(test, zca)
 
 
 def load_zca(folder: str) -> ZCA:
@@ -207,7 +207,7 @@ def train_experts(settings: ExpertSettings, count: int, folder: str, *, device: 
                     "channel": info.channel, "im_size": list(info.im_size), "num_classes": info.num_classes}
         os.makedirs(folder, exist_ok=True)
         atomic_write_bytes(os.path.join(folder, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
-    train, test, _ = prepare_data(settings, device, folder)
+    train, test = prepare_data(settings, device, folder)
     accs: List[Optional[float]] = [None] * count
     todo = []
     for k in range(count):
