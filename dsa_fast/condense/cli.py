@@ -55,7 +55,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         epilog="Defaults: the published settings (any run with --dataset or --data-path); 'main job': the preset used "
                "with neither, where it differs. Data: the files under --data-path; without it, the embedded MNIST "
                "subset. Ctrl-C or SIGTERM writes a checkpoint of the last complete iteration and prints the "
-               "--resume command. Outputs and resume: docs/condense.md.",
+               "--resume command. Outputs and resume: docs/condense.md. Sub-command: experts (expert trajectories "
+               "for --method mtt; see experts --help).",
     )
     owners = {s.name: m.name for m in methods() for s in m.settings}
     for s in all_settings().values():
