@@ -18,7 +18,8 @@ kernel; and without views and other metadata-only ops, which launch nothing on a
   reference   the same iteration as the reference code structures it: the functional flat-vector
               network and, per step, DiffAugment of the official form (``backend='reference'``:
               one aten op per tensor operation of the official code).
-The op count of a ConvNet does not depend on its width (``--width 8`` is enough).
+The network's op count does not depend on its width; in 'S' mode the reference's count depends on
+which families the draws pick.
 
     PYTHONPATH=. python benchmarks/bench_mtt.py --rows memory --width 32
     PYTHONPATH=. python benchmarks/bench_mtt.py --rows ops
