@@ -113,6 +113,30 @@ def test_checkpointed_unroll_equals_the_plain_one_in_float64():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def _saved_elements(fnet, start, target, images, labels, steps, checkpointed):
+    """Elements of the tensors the autograd graph keeps for the backward of one mtt_loss."""
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    x = images.clone().requires_grad_(True)
+    lr = torch.tensor(0.02, dtype=torch.float64, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        mtt_loss(fnet, start, target, x, labels, lr, syn_steps=steps, batch_syn=6,
+                 augment=augmenter(STRATEGY, ParamDiffAug(align_corners=True)), checkpointed=checkpointed)
+    return sum(saved)
+
+
+def test_checkpointed_unroll_keeps_one_step_of_activations():
+    _, fnet, start, target, images, labels = _setup(channel=3, classes=2, ipc=3)
+    plain = [_saved_elements(fnet, start, target, images, labels, n, False) for n in (4, 8)]
+    ckpt = [_saved_elements(fnet, start, target, images, labels, n, True) for n in (4, 8)]
+    # the plain unroll keeps every step's activations; the checkpointed one a step's inputs
+    assert plain[1] - plain[0] > 5 * (ckpt[1] - ckpt[0])
+
+
 def test_functional_network_equals_the_module():
     for model, channel, size in (("ConvNetW8", 1, (28, 28)), ("ConvNetW4", 3, (32, 32)), ("MLP", 1, (28, 28))):
         torch.manual_seed(1)
