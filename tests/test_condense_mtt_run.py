@@ -120,8 +120,10 @@ def test_mtt_run_resumes_exactly(expert_folder, tmp_path):
 
     with pytest.raises(RunInterrupted):
         condense(_config(expert_folder, tmp_path / "cut"), progress=False, on_iteration=stop)
-    resumed = condense(_config(expert_folder, tmp_path / "cut"), resume=True, progress=False)
+    # resumed with the checkpointed unroll (not part of the run's identity): the same run, bit for bit
+    resumed = condense(_config(expert_folder, tmp_path / "cut", mtt_checkpoint="on"), resume=True, progress=False)
     assert torch.equal(whole.images, resumed.images)
+    assert "mtt_checkpoint" in cli._RESUME_FLAGS
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["method_state"]
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["method_state"]
     assert torch.equal(a["syn_lr"], b["syn_lr"]) and a["syn_lr"] != 0.01  # α was learned
