@@ -133,6 +133,7 @@ def test_mtt_run_resumes_exactly(expert_folder, tmp_path):
         assert os.path.isfile(tmp_path / "cut" / name)
     syn = torch.load(tmp_path / "cut" / "synthetic.pt", weights_only=True)
     assert syn["lr_net"] == float(b["syn_lr"])  # the evaluation's learning rate travels with the set
+    assert syn["align_corners"] is True and syn["zca"] == "off"
 
 
 def test_main_job_trains_its_experts_once_and_reuses_them(tmp_path, monkeypatch):
@@ -194,14 +195,15 @@ def test_bad_input_gets_one_clear_line(expert_folder, tmp_path, capsys):
 def test_evaluate_command_trains_at_the_sets_learned_step_size(tmp_path, monkeypatch, capsys):
     seen = []
 
-    def fake_evaluate_set(images, labels, test, *, lr, **kw):
+    def fake_evaluate_set(images, labels, test, *, lr, param, **kw):
         seen.append(lr)
+        assert param.align_corners is True  # the set's augmentation setting
         return [0.5]
 
     monkeypatch.setattr(evaluate_command, "evaluate_set", fake_evaluate_set)
     path = str(tmp_path / "synthetic.pt")
     syn = {"images": torch.zeros(10, 1, 28, 28), "labels": torch.arange(10), "dataset": "MNIST",
-           "data_source": "embedded", "lr_net": 0.0234, "zca": "off"}
+           "data_source": "embedded", "lr_net": 0.0234, "align_corners": True, "zca": "off"}
     torch.save(syn, path)
     assert evaluate_command.main([path, "--eval-models", "1", "--baseline"], prog="dsa-evaluate") == 0
     assert seen == [0.0234, 0.01]  # the set at its α, the baseline at lr_net

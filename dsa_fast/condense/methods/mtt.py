@@ -209,8 +209,9 @@ class MTT(Method):
         return float(self.syn_lr.detach())
 
     def outputs(self) -> Dict[str, Any]:
-        """What ``synthetic.pt`` adds: the evaluation's learning rate (α) and the whitening setting."""
-        return {"lr_net": self.eval_lr(), "zca": self.state.config.zca}
+        """What ``synthetic.pt`` adds: the evaluation's learning rate (α), its augmentation's
+        align_corners and the whitening setting."""
+        return {"lr_net": self.eval_lr(), "align_corners": self.align_corners, "zca": self.state.config.zca}
 
     def state_dict(self) -> Dict[str, Any]:
         return {"syn_lr": self.syn_lr.detach(), "opt_lr": self.opt_lr.state_dict(), "order": list(self.order),
