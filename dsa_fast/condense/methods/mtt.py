@@ -105,7 +105,8 @@ class MTT(Method):
     align_corners = True  # the MTT family's copy of DiffAugment
     settings = (
         Setting("experts", None, "folder of expert trajectories (the experts sub-command writes one)",
-                derived="on the embedded subset: experts of its own, trained beside the run folder once; required with --data-path"),
+                derived="on the embedded subset: experts of its own, trained beside the run folder once; "
+                        "required with --data-path"),
         Setting("syn_steps", 20, "student steps on the synthetic set per iteration", type=int, minimum=1),
         Setting("expert_epochs", 3, "expert epochs the student steps are matched against", type=int, minimum=1),
         Setting("max_start_epoch", None, "the start epoch is drawn from [0, max_start_epoch)", type=int, minimum=1,
