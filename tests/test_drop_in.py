@@ -19,7 +19,7 @@ DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 def _recipes():
     with open(DOC, encoding="utf-8") as f:
         text = f.read()
-    return dict(re.findall(r"<!-- recipe: (\w+) -->\n```python\n(.*?)```", text, flags=re.S))
+    return dict(re.findall(r"<!-- recipe: (\w+) -->\n```python(?: no-run)?\n(.*?)```", text, flags=re.S))
 
 
 # A utils.py of the DC/DSA/DM and MTT families: its own copies, and functions that call them by
