@@ -175,7 +175,7 @@ def test_method_defaults_are_the_published_ones(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="do not apply"):
         resolve(CondenseConfig(method="dm", outer_loop=2, inner_loop=1, device="cpu"))
     with pytest.raises(ValueError, match="unknown method"):
-        resolve(CondenseConfig(method="mtt"))
+        resolve(CondenseConfig(method="nosuch"))
     monkeypatch.chdir(tmp_path)
     job = config_from_args({"method": "dm"})
     assert job.replace(out=None) == main_job_config(method="dm")

@@ -25,15 +25,18 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, CheckpointError
-from .command import invoked_as, strip_prefix
-from .config import (DEFAULT_METHOD, CondenseConfig, all_settings, check_device, default_out, load_config,
-                     main_job_config, resolve)
+from .command import invoked_as, run_seed, strip_prefix
+from .config import (DEFAULT_METHOD, CondenseConfig, all_settings, check_device, default_device, default_out,
+                     load_config, main_job_config, resolve)
+from .evaluate import mean_std
+from .experts import ZCA_DATASETS, ExpertSettings, train_experts
 from .cpu import keep_freed_memory
-from .data import DatasetError
+from .data import DATASETS, DatasetError
 from .distributed import ProcessGroupError
 from .loop import STOP_SIGNALS, RunDirError, RunInterrupted, condense
 from .methods import methods
 from .outputs import CONFIG, SUMMARY
+from .progress import plural
 from .settings import text
 from .summary import summary_line
 
@@ -53,8 +56,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         epilog="Defaults: the published settings (any run with --dataset or --data-path); 'main job': the preset used "
                "with neither, where it differs. Data: the files under --data-path; without it, the embedded MNIST "
                "subset. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) writes a checkpoint of the last complete "
-               "iteration and prints the "
-               "--resume command. Outputs and resume: docs/condense.md.",
+               "iteration and prints the --resume command. Outputs and resume: docs/condense.md. Sub-command: "
+               "experts (expert trajectories for --method mtt; see experts --help).",
     )
     owners = {s.name: m.name for m in methods() for s in m.settings}
     for s in all_settings().values():
@@ -137,8 +140,9 @@ def interrupted_line(prog: str, signum: int, e: RunInterrupted, processes: int =
             f"{os.path.join(e.out, CHECKPOINT_NAME)}; resume with: {resume}")
 
 
-# Settings --resume may change: they do not change what the run computes (config.RUN_IDENTITY).
-_RESUME_FLAGS = ("device", "compile")
+# Settings --resume may change: they do not change what the run computes (config.RUN_IDENTITY);
+# and the methods' own settings that do not (``Setting.identity`` False, e.g. --mtt-checkpoint).
+_RESUME_FLAGS = ("device", "compile") + tuple(s.name for m in methods() for s in m.settings if not s.identity)
 
 
 def _resume_config(resume_dir: str, given: Dict[str, Any]) -> CondenseConfig:
@@ -165,6 +169,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     Started by torchrun (``WORLD_SIZE`` set), the process joins the job and runs its part of one
     condensation (docs/distributed.md); rank 0 prints and writes, the others print errors only.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["experts"]:
+        return experts_main(argv[1:], prog=f"{prog or invoked_as('python -m dsa_fast.condense')} experts")
     parser = build_parser(prog)
     prog = parser.prog
     args = parser.parse_args(argv)
@@ -267,3 +274,62 @@ def process_lost_line(prog: str, e: ProcessGroupError, cfg: Optional[CondenseCon
         line += f"; rank 0 keeps the last checkpoint in {out}"
     return line + f"; resume (with any number of processes) with: {prog} --resume {shlex.quote(out)}"
 
+
+# -- python -m dsa_fast.condense experts ---------------------------------------------------------
+
+
+def build_experts_parser(prog: str) -> argparse.ArgumentParser:
+    d = ExpertSettings()
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Train expert trajectories for trajectory matching (--method mtt): networks trained on the whole "
+                    "real training set with per-sample DSA, their parameters saved before the first epoch and after "
+                    "every epoch. Resumable: the same command again trains only the experts that are missing.",
+        epilog="Folder format: docs/condense.md, Expert trajectories.")
+    p.add_argument("--dataset", choices=tuple(DATASETS), default=d.dataset, help=f"dataset (default {d.dataset})")
+    p.add_argument("--data-path", default=None, help="root of the dataset files (torchvision layout); default: the "
+                                                      "embedded MNIST subset (MNIST only)")
+    p.add_argument("--model", default=d.model, help=f"network (default {d.model})")
+    p.add_argument("--experts", type=int, default=100, help="number of experts (default 100, as published)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per expert (default {d.epochs})")
+    p.add_argument("--lr-teacher", type=float, default=d.lr, help=f"SGD learning rate, no momentum (default {d.lr})")
+    p.add_argument("--batch-train", type=int, default=d.batch, help=f"batch size (default {d.batch})")
+    p.add_argument("--strategy", default=d.strategy, help=f"DSA strategy (default {d.strategy})")
+    p.add_argument("--zca", choices=("off", "on"), default=None,
+                   help="ZCA-whiten the images (default: on for CIFAR10/CIFAR100, as published; off otherwise)")
+    p.add_argument("--seed", type=run_seed, default=d.seed, help=f"expert k uses the stream (seed, k) (default {d.seed})")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--out", required=True, help="experts folder (created; an existing one of the same settings is "
+                                                "completed)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="tqdm progress bar (default: when stderr is a terminal; else a log line per expert)")
+    return p
+
+
+def experts_main(argv: Sequence[str], prog: str) -> int:
+    """``python -m dsa_fast.condense experts``: train (or complete) a folder of expert trajectories."""
+    parser = build_experts_parser(prog)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    device = args.device or default_device()
+    zca = args.zca if args.zca is not None else ("on" if args.dataset in ZCA_DATASETS else "off")
+    settings = ExpertSettings(dataset=args.dataset, data_path=args.data_path, model=args.model, epochs=args.epochs,
+                              lr=args.lr_teacher, batch=args.batch_train, strategy=args.strategy, zca=zca == "on",
+                              seed=args.seed)
+    caught: List[int] = []
+    try:
+        check_device(device)
+        with _signals_interrupt(caught):
+            accs = train_experts(settings, args.experts, args.out, device=device, progress=args.progress)
+    except KeyboardInterrupt:
+        signum = caught[0] if caught else signal.SIGINT
+        _say_if_heard(f"{prog}: interrupted ({signal.Signals(signum).name}); the finished experts are kept in "
+                      f"{args.out}; the same command trains the rest")
+        return 128 + signum
+    except (DatasetError, ValueError, OSError) as e:
+        print(f"{prog}: error: {strip_prefix(e)}", file=sys.stderr)
+        return 1
+    m, s = mean_std(accs)
+    print(f"{args.dataset} {args.model}: {plural(len(accs), 'expert')} x {plural(args.epochs, 'epoch')} in "
+          f"{args.out}: final test accuracy {100 * m:.2f} ± {100 * s:.2f} %")
+    return 0

@@ -318,7 +318,9 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
     c = c.replace(rng=rng)
     for name, s in table.items():
         choices = s.choice_list()
-        if name not in ("method", "dataset") and choices is not None and getattr(c, name) not in choices:
+        derived_later = s.default is None and getattr(c, name) is None  # filled in by its method's resolve
+        if name not in ("method", "dataset") and choices is not None and not derived_later \
+                and getattr(c, name) not in choices:
             raise ValueError(f"dsa_fast.condense: unknown {name} {getattr(c, name)!r}; expected one of {choices}")
     if c.compile == "on":
         if not method.compiles:
@@ -332,7 +334,7 @@ def resolve(config: CondenseConfig) -> CondenseConfig:
     resolved = c.replace(outer_loop=outer, inner_loop=inner, strategy=strategy, device=device, data_path=data_path)
     if resolved.out is None:
         resolved = resolved.replace(out=default_out(resolved))
-    return resolved
+    return method.resolve(resolved)
 
 
 def save_config(config: CondenseConfig, path: str, meta: Optional[Dict[str, Any]] = None) -> None:

@@ -61,7 +61,9 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                    help="cross-architecture evaluation: comma-separated networks (e.g. ConvNet,MLP,LeNet,AlexNet,"
                         "VGG11,ResNet18), --eval-models each; accuracy per architecture and over all networks")
     p.add_argument("--strategy", default=None, help="DSA strategy (default: the run's strategy)")
-    p.add_argument("--lr-net", type=float, default=d.lr_net, help=f"learning rate (default {d.lr_net})")
+    p.add_argument("--lr-net", type=float, default=None,
+                   help=f"learning rate (default: the set's own, the learned step size of --method mtt; else "
+                        f"{d.lr_net})")
     p.add_argument("--batch-train", type=int, default=d.batch_train, help=f"batch size (default {d.batch_train})")
     p.add_argument("--eval-mode", choices=EVAL_MODES, default="auto",
                    help="train the networks together as one ensemble, or one after another (default auto: the "
@@ -149,6 +151,13 @@ def load_synthetic(path: str) -> Dict[str, Any]:
 
 def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
     syn = load_synthetic(args.synthetic)
+    if syn.get("zca") == "on":
+        raise ValueError(f"{args.synthetic} holds ZCA-whitened images (--method mtt --zca on): its run's own "
+                         f"evaluation tests them on whitened test images; this command does not whiten")
+    # The set trains at its own learning rate (mtt: the learned α), the baseline at lr_net, unless given.
+    args.baseline_lr = CondenseConfig().lr_net if args.lr_net is None else args.lr_net
+    if args.lr_net is None:
+        args.lr_net = float(syn.get("lr_net", args.baseline_lr))
     dataset = syn["dataset"]
     data_path = args.data_path
     if data_path is None:
@@ -167,7 +176,8 @@ def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
     strategy = args.strategy if args.strategy is not None else syn.get("strategy", DATASETS[dataset].strategy)
     seed = args.seed if args.seed is not None else int(syn.get("seed", 0))
     kw = dict(n_models=args.eval_models, seed=seed, model=model, epochs=args.eval_epochs, lr=args.lr_net,
-              batch_train=args.batch_train, strategy=strategy, param=ParamDiffAug(), mode=args.eval_mode)
+              batch_train=args.batch_train, strategy=strategy,
+              param=ParamDiffAug(align_corners=bool(syn.get("align_corners", False))), mode=args.eval_mode)
 
     plan = _plan_line(args, syn, test, [model] if args.models is None else models, data_path)
 
@@ -194,7 +204,7 @@ def _evaluate_command(args: argparse.Namespace) -> Tuple[dict, str]:
         train = load_tensors(dataset, data_path, "train", device)
         ipc = int(syn["images"].shape[0]) // DATASETS[dataset].info.num_classes
         bx, by = random_real_subset(train, ipc, seed)
-        baccs = evaluate(bx, by, "random real baseline")
+        baccs = evaluate(bx, by, "random real baseline", lr=args.baseline_lr)
         bm, bs = mean_std(baccs)
         result.update(baseline_mean=bm, baseline_std=bs, baseline_accuracies=baccs)
         if baccs:
@@ -238,7 +248,7 @@ def _cross_architecture(syn, test, models, kw, device, args, dataset, data_path,
             lines.append(f"{dataset} {name}: synthetic set {100 * m:.2f} ± {100 * s:.2f} % over {len(accs)} models")
         if args.baseline:
             bx, by = baseline
-            baccs = evaluate(bx, by, f"{name} on the random real baseline", model=name)
+            baccs = evaluate(bx, by, f"{name} on the random real baseline", model=name, lr=args.baseline_lr)
             bm, bs = mean_std(baccs)
             per_model[name].update(baseline_mean=bm, baseline_std=bs, baseline_accuracies=baccs)
             if baccs:

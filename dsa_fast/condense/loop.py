@@ -167,7 +167,9 @@ class _Run:
         if min(counts) == 0:
             raise ValueError(f"dsa_fast.condense: classes {[c for c, n in enumerate(counts) if n == 0]} have no "
                              f"training images")
-        self.param = ParamDiffAug()  # the evaluation's: official draws from its seeded generators
+        method = get_method(config.method)
+        # The evaluation's: official draws from its seeded generators (the method's align_corners).
+        self.param = ParamDiffAug(align_corners=method.align_corners)
         self.control = generator("cpu", derive_seed(config.seed, STREAM_CONTROL))
         self.sampler = generator(self.device, derive_seed(config.seed, STREAM_SAMPLE))
         image_syn = self._initial_set().requires_grad_(True)
@@ -175,14 +177,15 @@ class _Run:
             config=config, dataset=info, device=self.device, image_syn=image_syn,
             label_syn=torch.arange(self.num_classes, device=self.device).repeat_interleave(config.ipc),
             opt_img=torch.optim.SGD([image_syn], lr=config.lr_img, momentum=0.5),
-            param=ParamDiffAug(rng=config.rng),  # the iteration's
+            param=ParamDiffAug(rng=config.rng, align_corners=method.align_corners),  # the iteration's
             control=self.control,
             # rng='device': the per-class keys (steps.class_keys) from this base and the global
             # outer-step counter, which lives on the device and goes into the checkpoint.
             key_base=derive_seed(config.seed, STREAM_AUGMENT),
             key_step=torch.zeros((), dtype=torch.int64, device=self.device),
-            dist=dist, train=self.train, sample_real=self.sample_real)
-        self.method = get_method(config.method)(self.state)
+            dist=dist, train=self.train, test=self.test, sample_real=self.sample_real, progress=progress)
+        self.method = method(self.state)
+        self.train, self.test = self.state.train, self.state.test  # as the method made them (mtt: whitened)
         self.iteration = 0
         self.metrics: List[Dict[str, Any]] = []
         # Loss accumulators stay on the device: (sum, count) since the last evaluation and log line.
@@ -298,26 +301,34 @@ class _Run:
         return dict(n_models=c.eval_models, seed=c.seed, model=c.model, epochs=c.eval_epochs, lr=c.lr_net,
                     batch_train=c.batch_train, strategy=c.strategy, param=self.param, mode=c.eval_mode)
 
+    def eval_lr(self) -> float:
+        """The synthetic set's evaluation learning rate: the method's (mtt: the learned α), else lr_net."""
+        lr = self.method.eval_lr()
+        return self.cfg.lr_net if lr is None else lr
+
     def save_set(self) -> None:
         extra = dict(iteration=self.iteration, ipc=self.cfg.ipc, model=self.cfg.model, strategy=self.cfg.strategy,
                      data_source="embedded" if self.cfg.data_path is None else "files",
-                     data_path=self.cfg.data_path, seed=self.cfg.seed)
+                     data_path=self.cfg.data_path, seed=self.cfg.seed, **self.method.outputs())
         save_synthetic(os.path.join(self.out, SYNTHETIC), self.image_syn, self.label_syn, self.info, **extra)
         save_png(os.path.join(self.out, SYNTHETIC_PNG), self.image_syn, self.label_syn, self.info)
 
-    def evaluate_images(self, images: Tensor, labels: Tensor, what: str) -> List[float]:
-        """``evaluate_set`` with a progress report per network (a bar on a terminal)."""
+    def evaluate_images(self, images: Tensor, labels: Tensor, what: str, lr: Optional[float] = None) -> List[float]:
+        """``evaluate_set`` with a progress report per network (a bar on a terminal); ``lr``: the
+        networks' learning rate (default lr_net)."""
         passes = self.cfg.eval_epochs + 1
         mine = self.dist.share(self.cfg.eval_models)  # [distributed] this process's networks
+        kwargs = {**self.eval_kwargs(), **({} if lr is None else {"lr": lr})}
         with Progress(len(mine) * passes, desc=f"{what}: training pass", unit="pass", log_every=passes,
                       bar=self.progress, leave=False) as bar:
-            accs = evaluate_set(images, labels, self.test, on_pass=bar.update, models=mine, **self.eval_kwargs())
+            accs = evaluate_set(images, labels, self.test, on_pass=bar.update, models=mine, **kwargs)
         return self.dist.gather(mine, accs, self.cfg.eval_models)
 
     def evaluate(self) -> Dict[str, Any]:
         it = self.iteration
         t0 = time.perf_counter()
-        accs = self.evaluate_images(self.image_syn.detach().clone(), self.label_syn, f"evaluation at iteration {it}")
+        accs = self.evaluate_images(self.image_syn.detach().clone(), self.label_syn, f"evaluation at iteration {it}",
+                                    lr=self.eval_lr())
         m, s = mean_std(accs)
         loss = float(self.eval_loss / self.eval_count) if self.eval_count else None
         note = "" if loss is None else "; " + loss_note(loss, it - self.eval_count + 1, it)

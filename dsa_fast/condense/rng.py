@@ -18,6 +18,7 @@ STREAM_INIT = 2  # initial synthetic set
 STREAM_EVAL = 3  # evaluation model k: network init, shuffling, per-sample augmentation
 STREAM_BASELINE = 4  # choice of the random real images of the baseline
 STREAM_AUGMENT = 5  # rng='device': the base of the per-class DiffAugment keys (steps.class_keys)
+STREAM_EXPERT = 6  # expert k of an experts folder: network init, shuffling, per-sample augmentation
 
 
 # A run's seed (--seed): a non-negative signed 64-bit integer, as config.json and a checkpoint keep it.

@@ -18,6 +18,7 @@ REGISTRY: Tuple[str, ...] = (
     "gradient:DSA",  # dsa (the default): gradient matching with DSA
     "gradient:DC",  # dc: gradient matching without augmentation
     "distribution:DM",  # dm: distribution matching
+    "mtt:MTT",  # mtt: trajectory matching
 )
 
 _METHODS: Registry[Type[Method]] = Registry("method")

@@ -51,8 +51,12 @@ class RunState:
       ``key_step`` is a 0-d int64 counter on the device that the method advances by one per image
       step (checkpointed).
     - ``dist``: this process's part in the job (``distributed.SINGLE`` when alone).
-    - ``train``: the normalised training split on the device.
+    - ``train``, ``test``: the normalised training and test splits on the device. A method may
+      replace them in its ``__init__`` (mtt: whitened as its experts were); the loop samples real
+      batches, the baseline and the evaluation's test from them afterwards.
     - ``sample_real(c, n)``: n random real images of class c, from the run's sampling stream.
+    - ``progress``: the run's progress setting (a bar on a terminal when None), for work a method
+      reports itself.
     """
 
     config: "CondenseConfig"
@@ -67,7 +71,9 @@ class RunState:
     key_step: Tensor
     dist: Processes
     train: TensorDataset
+    test: TensorDataset
     sample_real: Callable[[int, int], Tensor]
+    progress: Optional[bool] = None
 
     @property
     def num_classes(self) -> int:
@@ -90,10 +96,16 @@ class Method:
     - ``settings``: the method's own settings (``Setting``); a flag each, saved in config.json for
       runs of this method only.
     - ``main_job``: what the embedded main job (``config.main_job_config``) changes for it.
+    - ``align_corners``: the ``ParamDiffAug.align_corners`` of the iteration's and the evaluation's
+      augmentation (True: the MTT family's copy).
+    - ``resolve(config)`` (a classmethod): the method's own derived settings and checks, after the
+      shared ones (``config.resolve``); returns the config.
 
     ``iteration()`` does one iteration; ``state_dict()``/``load_state_dict()`` carry what the
     method keeps between iterations beyond the ``RunState`` into the checkpoint (plain data and
-    tensors only: the checkpoint loads with ``weights_only=True``).
+    tensors only: the checkpoint loads with ``weights_only=True``). ``eval_lr()``: the learning
+    rate the evaluation trains the synthetic set with (None: ``lr_net``); ``outputs()``: entries
+    ``synthetic.pt`` adds.
     """
 
     name: ClassVar[str] = ""
@@ -106,6 +118,11 @@ class Method:
     compiles: ClassVar[bool] = False
     settings: ClassVar[Tuple[Setting, ...]] = ()
     main_job: ClassVar[Mapping[str, Any]] = {}
+    align_corners: ClassVar[bool] = False
+
+    @classmethod
+    def resolve(cls, config: "CondenseConfig") -> "CondenseConfig":
+        return config
 
     def __init__(self, state: RunState):
         self.state = state
@@ -113,6 +130,12 @@ class Method:
     def iteration(self) -> Tensor:
         """One iteration's update of ``state.image_syn``; returns the detached matching loss."""
         raise NotImplementedError
+
+    def eval_lr(self) -> Optional[float]:
+        return None
+
+    def outputs(self) -> Dict[str, Any]:
+        return {}
 
     def state_dict(self) -> Dict[str, Any]:
         return {}
