@@ -1,4 +1,4 @@
-"""Every CUDA kernel of the project run on CPU threads by a CUDA host simulator, under
+r"""Every CUDA kernel of the project run on CPU threads by a CUDA host simulator, under
 ThreadSanitizer and under AddressSanitizer + UndefinedBehaviorSanitizer (no GPU needed).
 
 csrc/tests/cuda_sim_test.cpp compiles the kernel headers (csrc/cuda/augment_kernel.cuh,
